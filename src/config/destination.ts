@@ -106,7 +106,7 @@ function parseLine (line: number, text: string, family: Family | null): LineResu
     targetPort = remote.value
   }
   const protocol: Protocol = protoText
-  return { ok: true, rule: { kind: 'port', line, protocol, port: port.value, target: ip.value, targetPort } }
+  return { ok: true, rule: { kind: 'port', line, protocol, port: port.value, target: ip.value, targetPort, targetPortGiven: remoteText !== undefined } }
 }
 
 /** EGRESS_DESTINATION text → the redirect rules, or every problem in it. */

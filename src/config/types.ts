@@ -40,6 +40,8 @@ export interface PortRedirect {
   readonly target: IpAddress
   /** equals `port` when the line had no remote port */
   readonly targetPort: number
+  /** the line wrote a remote port (even one equal to `port`): unit-test mode prints `ip:port` then, as the old router */
+  readonly targetPortGiven: boolean
 }
 
 /** `<ip>` as the last rule: every other port and protocol. */

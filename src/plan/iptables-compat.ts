@@ -22,7 +22,7 @@ import { withPort } from '../config/addr.js'
 import type { Config, PortRedirect } from '../config/types.js'
 
 function portRule (podInterface: string, rule: PortRedirect): string {
-  const to = rule.targetPort === rule.port ? rule.target.address : withPort(rule.target, rule.targetPort)
+  const to = rule.targetPortGiven ? withPort(rule.target, rule.targetPort) : rule.target.address
   return `-A PREROUTING -i ${podInterface} -p ${rule.protocol} --dport ${rule.port} -j DNAT --to-destination ${to}`
 }
 

@@ -30,7 +30,7 @@ async function sh (ns: string, ...argv: string[]): Promise<string> {
 }
 
 function port (line: number, p: number, address: string, targetPort = p, protocol: 'tcp' | 'udp' = 'tcp'): PortRedirect {
-  return { kind: 'port', line, protocol, port: p, target: { address, family: address.includes(':') ? 6 : 4 }, targetPort }
+  return { kind: 'port', line, protocol, port: p, target: { address, family: address.includes(':') ? 6 : 4 }, targetPort, targetPortGiven: targetPort !== p }
 }
 
 function config (o: Partial<Config> = {}): Config {

@@ -17,8 +17,8 @@ t.test('the three rule forms', async t => {
     ok: true,
     value: {
       rules: [
-        { kind: 'port', line: 1, protocol: 'tcp', port: 80, target: { address: '10.4.5.6', family: 4 }, targetPort: 80 },
-        { kind: 'port', line: 2, protocol: 'udp', port: 8080, target: { address: '10.7.8.9', family: 4 }, targetPort: 80 }
+        { kind: 'port', line: 1, protocol: 'tcp', port: 80, target: { address: '10.4.5.6', family: 4 }, targetPort: 80, targetPortGiven: false },
+        { kind: 'port', line: 2, protocol: 'udp', port: 8080, target: { address: '10.7.8.9', family: 4 }, targetPort: 80, targetPortGiven: true }
       ],
       fallback: { kind: 'fallback', line: 3, target: { address: '10.1.2.3', family: 4 } }
     }
@@ -34,7 +34,7 @@ t.test('blank lines, comments and surrounding whitespace are ignored; line numbe
   t.same(r, {
     ok: true,
     value: {
-      rules: [{ kind: 'port', line: 4, protocol: 'tcp', port: 80, target: { address: '10.4.5.6', family: 4 }, targetPort: 80 }],
+      rules: [{ kind: 'port', line: 4, protocol: 'tcp', port: 80, target: { address: '10.4.5.6', family: 4 }, targetPort: 80, targetPortGiven: false }],
       fallback: { kind: 'fallback', line: 8, target: { address: '10.1.2.3', family: 4 } }
     }
   })
@@ -49,7 +49,7 @@ t.test('IPv6 targets are canonicalised (a deliberate difference)', async t => {
   t.same(r, {
     ok: true,
     value: {
-      rules: [{ kind: 'port', line: 1, protocol: 'tcp', port: 443, target: { address: '2001:db8::1', family: 6 }, targetPort: 8443 }],
+      rules: [{ kind: 'port', line: 1, protocol: 'tcp', port: 443, target: { address: '2001:db8::1', family: 6 }, targetPort: 8443, targetPortGiven: true }],
       fallback: { kind: 'fallback', line: 2, target: { address: '2001:db8::2', family: 6 } }
     }
   })

@@ -61,7 +61,7 @@ t.test('EGRESS_DESTINATION: generated valid rules parse to exactly themselves', 
     rules.forEach(([lp, proto, ip, rp], i) => {
       if (fillers[i] !== undefined) lines.push(fillers[i])
       lines.push(`${p}${[lp, proto, ip, ...(rp === undefined ? [] : [rp])].join(s)}${p}`)
-      expected.push({ kind: 'port', line: lines.length, protocol: proto, port: lp, target: { address: ip, family: 4 }, targetPort: rp ?? lp })
+      expected.push({ kind: 'port', line: lines.length, protocol: proto, port: lp, target: { address: ip, family: 4 }, targetPort: rp ?? lp, targetPortGiven: rp !== undefined })
     })
     let fb: unknown = null
     if (fallback !== undefined) { lines.push(`${p}${fallback}`); fb = { kind: 'fallback', line: lines.length, target: { address: fallback, family: 4 } } }

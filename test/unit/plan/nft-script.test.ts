@@ -14,7 +14,7 @@ import { privileged } from '../../helpers/privileged.js'
 const family = (address: string): 4 | 6 => (address.includes(':') ? 6 : 4)
 
 function port (line: number, protocol: 'tcp' | 'udp', p: number, address: string, targetPort = p): PortRedirect {
-  return { kind: 'port', line, protocol, port: p, target: { address, family: family(address) }, targetPort }
+  return { kind: 'port', line, protocol, port: p, target: { address, family: family(address) }, targetPort, targetPortGiven: targetPort !== p }
 }
 
 function fallback (line: number, address: string): FallbackRedirect {
