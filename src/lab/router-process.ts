@@ -1,0 +1,85 @@
+/**
+ * The real daemon as a child process inside the topology's router namespace: `ip netns exec ROUTER node
+ * bin/egress-router run`, its JSON log lines parsed as they come, and helpers to wait for one of them.
+ * Shared by `egress-router lab` and the end-to-end tests.
+ */
+import type { ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { killGroup, waitForExit } from './exec.js'
+import type { NsRole, Topology } from './topology.js'
+import { waitFor } from './wait.js'
+
+/** bin/egress-router, found from dist/src/lab/ */
+export const ROUTER_BIN = fileURLToPath(new URL('../../../bin/egress-router', import.meta.url))
+
+export type LogLine = Record<string, unknown> & { msg?: string, level?: number, event?: string }
+
+export interface RouterProcess {
+  readonly child: ChildProcess
+  /** every JSON line logged so far */
+  readonly logs: LogLine[]
+  /** stderr text so far */
+  stderr (): string
+  /** resolves with the first log line (past or future) that matches */
+  waitForLog (match: (l: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>
+  /** waits for `readiness: ready` (the same moment /readyz turns 200) */
+  waitReady (timeoutMs?: number): Promise<void>
+  /** resolves with how the process ended */
+  readonly exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+  /** sends a signal (default SIGTERM) and waits for the exit (SIGKILL after timeoutMs) */
+  stop (signal?: NodeJS.Signals, timeoutMs?: number): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
+}
+
+export function startRouter (topo: Topology, env: Record<string, string>, opts: { args?: string[], role?: NsRole } = {}): RouterProcess {
+  const child = topo.spawn(opts.role ?? 'router', [process.execPath, ROUTER_BIN, ...(opts.args ?? ['run'])], {
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const logs: LogLine[] = []
+  let stderr = ''
+  const waiters = new Set<() => void>()
+  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, signal) => {
+      resolve({ code, signal })
+      for (const w of waiters) w()
+    })
+  })
+  if (child.stdout !== null) {
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      try {
+        logs.push(JSON.parse(line) as LogLine)
+      } catch {
+        logs.push({ msg: line, raw: true })
+      }
+      for (const w of waiters) w()
+    })
+  }
+  child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
+
+  const waitForLog = async (match: (l: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> =>
+    await waitFor(() => {
+      const found = logs.find(match)
+      if (found !== undefined) return found
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`egress-router exited (${String(child.exitCode ?? child.signalCode)}) before ${what}; stderr: ${stderr.trim()}; last log: ${JSON.stringify(logs.slice(-3))}`)
+      }
+      return undefined
+    }, { what, timeoutMs, intervalMs: 20 })
+
+  return {
+    child,
+    logs,
+    stderr: () => stderr,
+    waitForLog,
+    waitReady: async (timeoutMs = 20_000) => {
+      await waitForLog((l) => l.event === 'readiness' && l.ready === true, 'the router to be ready', timeoutMs)
+    },
+    exited,
+    stop: async (signal = 'SIGTERM', timeoutMs = 30_000) => {
+      killGroup(child, signal)
+      if (!await waitForExit(child, timeoutMs)) killGroup(child, 'SIGKILL')
+      return await exited
+    }
+  }
+}

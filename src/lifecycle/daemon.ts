@@ -1,0 +1,264 @@
+/**
+ * Wires one mode into a running daemon: host facts → plan → network → nft → listeners → reconcile, as
+ * start/stop pairs. SIGTERM/SIGINT drain and stop (exit 0); SIGHUP re-reads the `_FILE` configurations.
+ * A failed start rolls back what started and returns 1, naming the step.
+ */
+import { readFileSync } from 'node:fs'
+import type { Logger } from 'pino'
+import { loadConfig } from '../cli.js'
+import type { Config } from '../config/types.js'
+import { formatIssue } from '../errors.js'
+import { gatherFacts } from '../apply/facts.js'
+import { applyNetwork, type ApplyNetworkResult } from '../apply/network.js'
+import { Reconciler } from '../apply/reconcile.js'
+import { UndoStack } from '../apply/undo.js'
+import { deleteStaleConntrack } from '../apply/conntrack.js'
+import { NetlinkHandle } from '../netlink/handle.js'
+import type { Rtnl } from '../netlink/types.js'
+import { createNftRunner } from '../nft/runner.js'
+import { createHealthServer, Readiness } from '../observe/health.js'
+import { createLogger, type LogFormat } from '../observe/log.js'
+import { createMetrics, type Metrics } from '../observe/metrics.js'
+import { notify } from '../observe/sd-notify.js'
+import { buildPlan } from '../plan/plan.js'
+import type { Plan } from '../plan/types.js'
+import { Resolver } from '../dns/resolver.js'
+import { Lifecycle, StartError } from './hooks.js'
+import { watchGateway } from './gateway-check.js'
+import { startModeServers, type ModeServers } from './mode-servers.js'
+import { onSignals } from './signals.js'
+
+export interface DaemonOptions {
+  logFormat?: LogFormat
+  /** env + flags, to re-read the `_FILE` configurations on SIGHUP */
+  env?: Record<string, string | undefined>
+  flags?: Record<string, string | undefined>
+}
+
+/** Runs until a signal stops it (redirect and proxy modes) or until set up (init). Returns the exit code. */
+export async function runDaemon (config: Config, opts: DaemonOptions = {}): Promise<number> {
+  const logger = createLogger({ level: config.logLevel, format: opts.logFormat })
+  const metrics = createMetrics()
+  let notifiedReady = false
+  const readiness = new Readiness((ready) => {
+    metrics.ready.set(ready ? 1 : 0)
+    logger.info({ event: 'readiness', ready }, ready ? 'ready' : 'not ready')
+    if (ready && !notifiedReady) {
+      notifiedReady = true
+      void notify({ READY: '1', STATUS: `serving (${config.modeName})` })
+    }
+  })
+  // Every check is known (and false) before anything starts: ready only when all of them have passed.
+  for (const check of config.mode === 'init' ? [] : ['network', 'rules', 'listeners', 'gateway']) readiness.set(check, false, 'not set up yet')
+  logger.info({ event: 'start', mode: config.modeName, source: `${config.source.address}/${config.source.prefix}`, gateway: config.gateway.address, routing: config.routing }, 'egress-router starting')
+
+  const life = new Lifecycle()
+  const undo = new UndoStack()
+  let nl: Rtnl | null = null
+  let plan: Plan | null = null
+  let reconciler: Reconciler | null = null
+  let servers: ModeServers | null = null
+  let stopGateway: (() => void) | null = null
+  let network: ApplyNetworkResult | null = null
+  const nft = createNftRunner()
+  // A failed start rolls everything back; a normal stop removes what we made only in host routing (in a pod
+  // the namespace dies with us, and the OpenShift image left its state in place too).
+  let rollingBack = true
+  const cleanOnStop = (): boolean => rollingBack || config.routing === 'host'
+
+  // The health listener first: /healthz answers while the rest is set up, /readyz says not yet.
+  if (config.health !== null && config.mode !== 'init') {
+    const health = createHealthServer({ readiness, metrics })
+    const { host, port } = config.health
+    life.append({
+      name: `health listener ${host === '' ? '*' : host}:${port}`,
+      start: async () => { await health.listen(host, port) },
+      stop: async () => { await health.close() }
+    })
+  }
+
+  life.append({
+    name: 'nft probe',
+    start: async () => {
+      const info = await nft.probe()
+      logger.debug({ event: 'nft', version: info.version }, 'nft is usable')
+    }
+  })
+
+  life.append({
+    name: 'rtnetlink',
+    start: () => { nl = NetlinkHandle.open() },
+    stop: () => { (nl as Rtnl | null)?.close(); nl = null }
+  })
+
+  life.append({
+    name: 'plan',
+    start: async () => {
+      const facts = await gatherFacts(config, nl as Rtnl)
+      plan = buildPlan(config, facts)
+      logger.debug({ event: 'plan', link: plan.network.link, listeners: plan.listeners }, 'planned')
+    }
+  })
+
+  life.append({
+    name: 'network setup',
+    start: async () => {
+      const p = plan as Plan
+      network = await applyNetwork(p.network, nl as Rtnl, undo)
+      const verb = network.created ? 'created' : p.network.link.action === 'adopt' ? 'adopted' : 'found (from an earlier run)'
+      logger.info({ event: 'network', link: p.network.link.name, ifindex: network.linkIndex, action: verb, address: `${config.source.address}/${config.source.prefix}`, routes: p.network.routes.length, rules: p.network.rules.length }, `macvlan ${p.network.link.name} ${verb} and configured`)
+      readiness.set('network', true)
+    },
+    stop: async () => {
+      if (!cleanOnStop()) return
+      const undone = await undo.unwind()
+      logger.info({ event: 'cleanup', what: 'network', undone }, 'network changes removed')
+    }
+  })
+
+  life.append({
+    name: 'nft rules',
+    start: async () => {
+      const p = plan as Plan
+      reconciler = new Reconciler({ plan: p, nl: nl as Rtnl, nft, logger, metrics })
+      const hash = await reconciler.applyRules()
+      const ms = performance.now()
+      metrics.setupSeconds.set(ms / 1000)
+      logger.info({ event: 'rules', table: `${p.nft.family} ${p.nft.table}`, hash, setupMs: Math.round(ms) }, 'nft rules applied')
+      readiness.set('rules', true)
+    },
+    stop: async () => {
+      await reconciler?.stop()
+      if (!cleanOnStop()) return
+      const p = plan as Plan
+      await nft.deleteTable(p.nft.family, p.nft.table)
+      logger.info({ event: 'cleanup', what: 'nft' }, `nft table ${p.nft.family} ${p.nft.table} removed`)
+    }
+  })
+
+  if (config.mode === 'init') {
+    try {
+      await life.start()
+    } catch (err) {
+      return failed(logger, err)
+    }
+    rollingBack = false
+    // the old router announced at 0 s and again at 2 s before it exited: so do we
+    const again = await (network as ApplyNetworkResult | null)?.reannounced
+    if (again != null && 'error' in again) logger.warn({ err: again.error }, 'second neighbour announcement failed')
+    logger.info({ event: 'init-done' }, 'set up; exiting (init mode)')
+    ;(nl as Rtnl | null)?.close()
+    return 0
+  }
+
+  let resolver: Resolver | null = null
+  if (config.mode === 'http-proxy' || config.mode === 'dns-proxy') {
+    life.append({
+      name: 'dns resolver',
+      start: () => {
+        resolver = Resolver.fromResolvConf(readResolvConf(logger), { minTtlMs: config.dns.minTtlMs, maxTtlMs: config.dns.maxTtlMs, maxStaleMs: config.dns.maxStaleMs }, logger.child({ component: 'dns' }))
+      },
+      stop: () => { resolver?.close() }
+    })
+    life.append({
+      name: 'listeners',
+      start: async () => {
+        servers = await startModeServers({ config, plan: plan as Plan, resolver: resolver as Resolver, logger, metrics, readiness })
+      },
+      stop: async () => { await servers?.close(config.drainTimeoutMs) }
+    })
+  } else {
+    life.append({ name: 'listeners', start: () => { readiness.set('listeners', true, 'redirect mode has none') } })
+  }
+
+  life.append({
+    name: 'reconcile',
+    start: () => {
+      const p = plan as Plan
+      ;(reconciler as Reconciler | null)?.start()
+      stopGateway = watchGateway({ nl: nl as Rtnl, plan: p, logger, readiness })
+    },
+    stop: () => { (stopGateway as (() => void) | null)?.() }
+  })
+
+  try {
+    await life.start()
+  } catch (err) {
+    return failed(logger, err)
+  }
+  rollingBack = false
+
+  return await new Promise<number>((resolve) => {
+    const off = onSignals({
+      stop: async (signal) => {
+        logger.info({ event: 'stop', signal, drainTimeoutMs: config.drainTimeoutMs }, 'stopping: draining connections')
+        void notify({ STOPPING: '1' })
+        readiness.set('stopping', false)
+        const { stopped, errors } = await life.stop()
+        for (const e of errors) logger.error({ err: e }, e.message)
+        logger.info({ event: 'stopped', stopped }, 'stopped')
+        off()
+        resolve(errors.length === 0 ? 0 : 1)
+      },
+      reload: async () => {
+        void notify({ RELOADING: '1', MONOTONIC_USEC: String(BigInt(Math.round(performance.timeOrigin + performance.now())) * 1000n) })
+        try {
+          await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, servers, metrics }).then((next) => { if (next !== null) config = next })
+        } finally {
+          void notify({ READY: '1' })
+        }
+      }
+    })
+  })
+}
+
+function readResolvConf (logger: Logger): string {
+  try {
+    return readFileSync('/etc/resolv.conf', 'utf8')
+  } catch (err) {
+    logger.warn({ err }, '/etc/resolv.conf is not readable; using the resolver defaults')
+    return ''
+  }
+}
+
+function failed (logger: Logger, err: unknown): number {
+  if (err instanceof StartError) {
+    logger.error({ event: 'setup-failed', step: err.hook, rolledBack: err.stopped, err: err.cause }, `${err.hook} failed: ${(err.cause as Error)?.message ?? String(err.cause)}; rolled back: ${err.stopped.length > 0 ? err.stopped.join(', ') : 'nothing'}`)
+  } else {
+    logger.error({ event: 'setup-failed', err }, String(err))
+  }
+  return 1
+}
+
+/**
+ * SIGHUP: re-read the `_FILE` configurations. A valid one is applied atomically (one nft transaction,
+ * listeners added and removed) without dropping established connections; an invalid one is rejected with the
+ * usual error lines and the old one stays.
+ */
+async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, servers: ModeServers | null, metrics: Metrics }): Promise<Config | null> {
+  const { logger, reconciler } = deps
+  const loaded = loadConfig(opts.env ?? process.env, opts.flags ?? {})
+  if ('issues' in loaded) {
+    logger.error({ event: 'reload-rejected', issues: loaded.issues.map(formatIssue) }, 'new configuration rejected; keeping the old one')
+    return null
+  }
+  const next = loaded.config
+  const unchanged = ['mode', 'source', 'gateway', 'interface', 'macvlan', 'podInterface', 'routing'] as const
+  for (const key of unchanged) {
+    if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
+      logger.error({ event: 'reload-rejected', variable: key }, `reload cannot change ${key}; restart the daemon for that. Keeping the old configuration`)
+      return null
+    }
+  }
+  const old = reconciler.plan
+  const facts = await gatherFacts(next, deps.nl)
+  const plan = buildPlan(next, { ...facts, macvlanExists: old.network.link.action === 'adopt', parent: old.network.link.parent })
+  const hash = await reconciler.applyRules({ ...plan, network: old.network })
+  if (config.redirect !== null && next.redirect !== null) {
+    const deleted = await deleteStaleConntrack(config.redirect, next.redirect, logger)
+    logger.info({ event: 'conntrack', deleted }, 'stale conntrack entries deleted')
+  }
+  await deps.servers?.update(next, plan)
+  logger.info({ event: 'reloaded', hash }, 'configuration reloaded')
+  return next
+}

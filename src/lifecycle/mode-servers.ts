@@ -1,0 +1,104 @@
+/**
+ * The listeners of the proxy modes, started from the plan: the HTTP proxy on each pod-side address, or one
+ * forwarder per EGRESS_DNS_PROXY_DESTINATION line. Readiness says whether they are open and, for forwards to
+ * names, whether the names resolved. DNS client statistics are mirrored into the metrics.
+ */
+import type { Logger } from 'pino'
+import type { Config } from '../config/types.js'
+import type { Resolver } from '../dns/resolver.js'
+import type { Readiness } from '../observe/health.js'
+import type { Metrics } from '../observe/metrics.js'
+import type { Plan } from '../plan/types.js'
+import { createDnsProxy, type DnsProxy } from '../proxy/dns-forwarder.js'
+import { createHttpProxyServer, type HttpProxyServer } from '../proxy/http-proxy.js'
+
+export interface ModeServers {
+  update (config: Config, plan: Plan): Promise<void>
+  close (drainMs: number): Promise<void>
+}
+
+const READY_POLL_MS = 1000
+
+function mirrorDnsStats (resolver: Resolver, metrics: Metrics): () => void {
+  let last = { queries: 0, answers: 0, failures: 0 }
+  const sync = (): void => {
+    const s = resolver.stats()
+    if (s.queries > last.queries) metrics.dnsQueries.inc({ type: 'all' }, s.queries - last.queries)
+    if (s.answers > last.answers) metrics.dnsAnswers.inc({ rcode: 'ok' }, s.answers - last.answers)
+    if (s.failures > last.failures) metrics.dnsFailures.inc({ reason: 'transient' }, s.failures - last.failures)
+    metrics.dnsCacheEntries.set({ state: 'fresh' }, s.cacheEntries - s.staleEntries)
+    metrics.dnsCacheEntries.set({ state: 'stale' }, s.staleEntries)
+    last = { queries: s.queries, answers: s.answers, failures: s.failures }
+  }
+  const timer = setInterval(sync, 5000)
+  timer.unref()
+  return () => { clearInterval(timer); sync() }
+}
+
+export async function startModeServers (deps: { config: Config, plan: Plan, resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {
+  const { config, plan, resolver, logger, metrics, readiness } = deps
+  const source = { address: config.source.address, family: config.source.family }
+  const stopStats = mirrorDnsStats(resolver, metrics)
+
+  if (config.mode === 'http-proxy' && config.httpProxy !== null) {
+    const proxy: HttpProxyServer = createHttpProxyServer({ config: config.httpProxy, sourceAddress: source.address, resolver, logger: logger.child({ component: 'http-proxy' }), metrics })
+    const hosts = plan.listeners.filter((l) => l.kind === 'http-proxy')
+    if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
+    for (const l of hosts) {
+      await proxy.listen(l.host, l.port)
+      logger.info({ event: 'listening', kind: 'http-proxy', host: l.host, port: l.port }, `http proxy listening on ${l.host}:${l.port}`)
+    }
+    readiness.set('listeners', true)
+    return {
+      update: async (next) => {
+        if (next.httpProxy === null) return
+        ;(proxy as unknown as { update: (c: unknown) => void }).update(next.httpProxy)
+      },
+      close: async (drainMs) => {
+        stopStats()
+        await proxy.close(drainMs)
+      }
+    }
+  }
+
+  if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
+    const hosts = [...new Set(plan.listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
+    if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
+    const proxies: DnsProxy[] = hosts.map((host) => createDnsProxy({
+      forwards: config.dnsProxy?.forwards ?? [],
+      listenHost: host,
+      sourceAddress: source,
+      resolver,
+      logger: logger.child({ component: 'dns-proxy' }),
+      metrics
+    }))
+    for (const p of proxies) await p.listen()
+    for (const f of config.dnsProxy.forwards) {
+      const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
+      logger.info({ event: 'listening', kind: 'dns-forward', hosts, port: f.port, target, targetPort: f.targetPort }, `forwarding port ${f.port} to ${target}:${f.targetPort}`)
+    }
+    readiness.set('listeners', true)
+    // names resolved: a forward to a name that does not resolve keeps readiness false
+    const poll = (): void => {
+      const ready = proxies.every((p) => p.ready())
+      const waiting = proxies.flatMap((p) => p.stats()).filter((s) => !s.ready).map((s) => s.target)
+      readiness.set('names', ready, ready ? '' : `no address yet for ${[...new Set(waiting)].join(', ')}`)
+    }
+    poll()
+    const timer = setInterval(poll, READY_POLL_MS)
+    timer.unref()
+    return {
+      update: async (next) => {
+        if (next.dnsProxy === null) return
+        for (const p of proxies) await p.update(next.dnsProxy.forwards)
+        poll()
+      },
+      close: async (drainMs) => {
+        clearInterval(timer)
+        stopStats()
+        await Promise.all(proxies.map(async (p) => await p.close(drainMs)))
+      }
+    }
+  }
+  throw new Error(`mode ${config.mode} has no listeners`)
+}

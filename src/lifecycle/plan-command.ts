@@ -1,0 +1,32 @@
+/**
+ * `egress-router plan`: validate, read the host facts (reads only), print the plan. Changes nothing.
+ */
+import type { Config } from '../config/types.js'
+import { gatherFacts } from '../apply/facts.js'
+import { NetlinkHandle } from '../netlink/handle.js'
+import { buildPlan, formatPlan } from '../plan/plan.js'
+import type { HostFacts } from '../plan/types.js'
+
+export async function planCommand (config: Config, opts: { json: boolean }): Promise<number> {
+  let facts: HostFacts
+  try {
+    const nl = NetlinkHandle.open()
+    try {
+      facts = await gatherFacts(config, nl)
+    } finally {
+      nl.close()
+    }
+  } catch (err) {
+    process.stderr.write(`egress-router plan: cannot read the host's links and routes: ${err instanceof Error ? err.message : String(err)}\n`)
+    return 1
+  }
+  let plan
+  try {
+    plan = buildPlan(config, facts)
+  } catch (err) {
+    process.stderr.write(`egress-router plan: ${err instanceof Error ? err.message : String(err)}\n`)
+    return 2
+  }
+  process.stdout.write(opts.json ? JSON.stringify({ config, facts, plan }, null, 2) + '\n' : formatPlan(plan))
+  return 0
+}

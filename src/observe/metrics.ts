@@ -1,0 +1,50 @@
+/**
+ * Prometheus metrics (prom-client), one registry per daemon so tests can run several in one process.
+ * Label values are bounded: mode, forward port, outcome, rule line — never client addresses.
+ */
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+
+export type Outcome = 'ok' | 'denied' | 'refused' | 'timeout' | 'unresolved' | 'error' | 'bad-request' | 'aborted'
+
+export interface Metrics {
+  readonly registry: Registry
+  /** connections accepted by a listener; labels: mode (http-proxy|dns-proxy), listener ("8080", "forward:5432") */
+  readonly connectionsTotal: Counter<'mode' | 'listener'>
+  readonly connectionsActive: Gauge<'mode' | 'listener'>
+  /** finished connections / requests / tunnels by outcome */
+  readonly connectionOutcomes: Counter<'mode' | 'listener' | 'outcome'>
+  /** bytes relayed; direction: upstream (client → destination) or downstream */
+  readonly bytesTotal: Counter<'mode' | 'listener' | 'direction'>
+  /** ACL decisions; rule = the rule's line number ("default" for the implicit deny) */
+  readonly aclDecisions: Counter<'action' | 'rule'>
+  readonly dnsQueries: Counter<'type'>
+  readonly dnsAnswers: Counter<'rcode'>
+  readonly dnsFailures: Counter<'reason'>
+  readonly dnsCacheEntries: Gauge<'state'>
+  readonly reconcileRuns: Counter<'what'>
+  readonly reconcileRepairs: Counter<'what'>
+  readonly setupSeconds: Gauge<string>
+  readonly ready: Gauge<string>
+}
+
+export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry()
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'egress_router_' })
+  const r = [registry]
+  return {
+    registry,
+    connectionsTotal: new Counter({ name: 'egress_router_connections_total', help: 'Connections accepted', labelNames: ['mode', 'listener'], registers: r }),
+    connectionsActive: new Gauge({ name: 'egress_router_connections_active', help: 'Connections open now', labelNames: ['mode', 'listener'], registers: r }),
+    connectionOutcomes: new Counter({ name: 'egress_router_connection_outcomes_total', help: 'Finished connections, requests and tunnels by outcome', labelNames: ['mode', 'listener', 'outcome'], registers: r }),
+    bytesTotal: new Counter({ name: 'egress_router_bytes_total', help: 'Bytes relayed, by direction', labelNames: ['mode', 'listener', 'direction'], registers: r }),
+    aclDecisions: new Counter({ name: 'egress_router_acl_decisions_total', help: 'HTTP proxy ACL decisions by rule line', labelNames: ['action', 'rule'], registers: r }),
+    dnsQueries: new Counter({ name: 'egress_router_dns_queries_total', help: 'DNS queries sent', labelNames: ['type'], registers: r }),
+    dnsAnswers: new Counter({ name: 'egress_router_dns_answers_total', help: 'DNS answers received by rcode', labelNames: ['rcode'], registers: r }),
+    dnsFailures: new Counter({ name: 'egress_router_dns_failures_total', help: 'DNS lookups that failed (timeouts, SERVFAIL)', labelNames: ['reason'], registers: r }),
+    dnsCacheEntries: new Gauge({ name: 'egress_router_dns_cache_entries', help: 'DNS cache entries by state', labelNames: ['state'], registers: r }),
+    reconcileRuns: new Counter({ name: 'egress_router_reconcile_runs_total', help: 'Reconcile checks run', labelNames: ['what'], registers: r }),
+    reconcileRepairs: new Counter({ name: 'egress_router_reconcile_repairs_total', help: 'Drifts found and repaired', labelNames: ['what'], registers: r }),
+    setupSeconds: new Gauge({ name: 'egress_router_setup_seconds', help: 'Time from process start to rules in place', registers: r }),
+    ready: new Gauge({ name: 'egress_router_ready', help: '1 when /readyz is ok', registers: r })
+  }
+}
