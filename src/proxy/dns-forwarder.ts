@@ -1,0 +1,624 @@
+/**
+ * dns-proxy mode: one TCP listener per `<port> <ip-or-hostname> [<targetport>]` line, relaying each
+ * accepted connection to the target from EGRESS_SOURCE (the OpenShift egress-dns-proxy image did
+ * this with haproxy).
+ *
+ * Name targets follow the daemon's own resolver: the forwarder subscribes with watch() and keeps
+ * the current address set in memory, so accepting a connection never waits on DNS. Each new
+ * connection takes the next address round robin; when connecting fails (refused, timeout) the next
+ * address is tried before the client is reset. An address that just failed is tried last for a
+ * while (passive only: there are no health probes). Established connections keep their
+ * destination when the answer changes, and a reload (DnsProxy.update) never drops them.
+ *
+ * A name without a usable address (not resolved yet, NXDOMAIN) does not stop the listener:
+ * connections are held for up to `holdMs` waiting for the first answer (the usual case is a
+ * client that connects while the daemon is still starting), then reset; ready() is false meanwhile.
+ */
+import net from 'node:net'
+import type { AddressInfo, Server, Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { DnsForward, IpAddress } from '../config/types.js'
+import { ApplyError } from '../errors.js'
+import type { Metrics, Outcome } from '../observe/metrics.js'
+import { pipe } from './pipe.js'
+import type { PipeResult } from './pipe.js'
+
+// ---- the resolver, as the forwarder sees it ------------------------------------------------------
+
+/** An answer as the resolver holds it; `stale` = served past its TTL because every nameserver failed. */
+export interface WatchedAnswer {
+  readonly addresses: readonly IpAddress[]
+  readonly stale: boolean
+}
+
+/**
+ * The daemon's resolver (src/dns/resolver.ts). It refreshes watched names in the background
+ * before they expire and keeps the last good answer while servers fail.
+ */
+export interface WatchingResolver {
+  resolve (name: string): Promise<{ readonly addresses: readonly IpAddress[] }>
+  /** onChange runs whenever the answer for name changes; returns the unsubscribe function */
+  watch (name: string, onChange: (r: WatchedAnswer) => void): () => void
+  /** the answer held now, without any lookup */
+  peek (name: string): WatchedAnswer | undefined
+}
+
+// ---- options and results ------------------------------------------------------------------------
+
+export interface DnsForwarderOptions {
+  /** per address attempt; then the next address is tried. Default 10 s. */
+  connectTimeoutMs?: number
+  /**
+   * reset a relay when nothing moved either way for this long. Default 1 h: database sessions sit
+   * idle for long stretches (the old haproxy cut them after 60 s).
+   */
+  idleTimeoutMs?: number
+  /** TCP keepalive initial delay on both sockets. Default 60 s. */
+  keepAliveMs?: number
+  /** how long a connection accepted while the name has no address waits for one. Default 5 s. */
+  holdMs?: number
+  /** connections held at once while the name has no address; beyond this they are reset at once. Default 256. */
+  maxHeld?: number
+  /** after a failed connect an address is tried last for this long. Default 10 s. */
+  failurePenaltyMs?: number
+}
+
+export interface DnsForwarderDeps {
+  forward: DnsForward
+  /** address the listener binds ('' or '::' = every address) */
+  listenHost: string
+  /** EGRESS_SOURCE: outgoing connections are bound to it; addresses of the other family are unusable. null = let the kernel pick. */
+  sourceAddress: IpAddress | null
+  /** needed only for name targets */
+  resolver?: WatchingResolver
+  logger: Logger
+  metrics: Metrics
+  options?: DnsForwarderOptions
+}
+
+export interface DnsForwarderStats {
+  /** the configured listen port (the metrics' `listener` label) */
+  readonly listener: string
+  /** where the listener is bound, null before listen() / after close() */
+  readonly bound: AddressInfo | null
+  /** `name:port` or `ip:port` */
+  readonly target: string
+  /** the addresses new connections go to now */
+  readonly addresses: readonly string[]
+  readonly stale: boolean
+  readonly ready: boolean
+  readonly accepted: number
+  readonly active: number
+  readonly held: number
+  /** address attempts that failed (each tried address counts) */
+  readonly connectFailures: number
+}
+
+export interface DnsForwarder {
+  readonly forward: DnsForward
+  listen (): Promise<AddressInfo>
+  /** stop accepting; connections finish for up to drainMs (Infinity = as long as they take), then are reset */
+  close (drainMs: number): Promise<void>
+  /** true when new connections have an address to go to */
+  ready (): boolean
+  stats (): DnsForwarderStats
+  /**
+   * Point new connections at another target (same listen port) without closing the listener;
+   * established connections keep theirs. Used by DnsProxy.update on reload.
+   */
+  retarget (forward: DnsForward): void
+}
+
+const DEFAULTS: Required<DnsForwarderOptions> = {
+  connectTimeoutMs: 10_000,
+  idleTimeoutMs: 3_600_000,
+  keepAliveMs: 60_000,
+  holdMs: 5_000,
+  maxHeld: 256,
+  failurePenaltyMs: 10_000
+}
+
+const MODE = 'dns-proxy'
+
+/** One accepted client connection, from accept to close. */
+interface Conn {
+  readonly client: Socket
+  readonly clientText: string
+  readonly startedAt: number
+  /** aborting cuts the connection wherever it is (held, connecting, relaying) */
+  readonly abort: AbortController
+  readonly done: Promise<void>
+  readonly settle: () => void
+  holdTimer: NodeJS.Timeout | null
+}
+
+type Attempt =
+  | { readonly socket: Socket }
+  | { readonly failure: 'refused' | 'timeout' | 'error' | 'aborted', readonly error: Error }
+
+// ---- pure helpers -------------------------------------------------------------------------------
+
+export function targetText (forward: DnsForward): string {
+  const t = forward.target
+  const host = t.kind === 'name' ? t.name : (t.address.family === 6 ? `[${t.address.address}]` : t.address.address)
+  return `${host}:${forward.targetPort}`
+}
+
+function sameTarget (x: DnsForward, y: DnsForward): boolean {
+  if (x.targetPort !== y.targetPort) return false
+  if (x.target.kind === 'name') return y.target.kind === 'name' && x.target.name === y.target.name
+  return y.target.kind === 'ip' && x.target.address.address === y.target.address.address
+}
+
+function sameAddresses (x: readonly IpAddress[], y: readonly IpAddress[]): boolean {
+  return x.length === y.length && x.every((a, i) => a.address === y[i]?.address)
+}
+
+function needsResolver (f: DnsForward, resolver: WatchingResolver | undefined): void {
+  if (f.target.kind === 'name' && resolver === undefined) throw new TypeError(`forward line ${f.line}: name target ${f.target.name} needs a resolver`)
+}
+
+function endpointText (address: string | undefined, port: number | undefined): string {
+  if (address === undefined) return 'unknown'
+  return address.includes(':') ? `[${address}]:${port ?? 0}` : `${address}:${port ?? 0}`
+}
+
+/**
+ * The addresses to try for one connection: round robin from `start`, addresses that failed
+ * recently moved to the end (still tried: a penalty is a guess, not a verdict).
+ */
+export function attemptOrder (addresses: readonly IpAddress[], start: number, penalised: (a: IpAddress) => boolean): IpAddress[] {
+  const n = addresses.length
+  const fresh: IpAddress[] = []
+  const tired: IpAddress[] = []
+  for (let i = 0; i < n; i++) {
+    const a = addresses[(start + i) % n] as IpAddress
+    if (penalised(a)) tired.push(a); else fresh.push(a)
+  }
+  return fresh.concat(tired)
+}
+
+// ---- one forwarder ------------------------------------------------------------------------------
+
+export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
+  const opts = { ...DEFAULTS, ...deps.options }
+  const { metrics, sourceAddress } = deps
+  let forward = deps.forward
+  const listener = String(forward.port)
+  needsResolver(forward, deps.resolver)
+  const log = deps.logger.child({ mode: MODE, listener })
+
+  // Metric children resolved once: the hot path must not hash label sets per chunk.
+  const labels = { mode: MODE, listener }
+  const mTotal = metrics.connectionsTotal.labels(labels)
+  const mActive = metrics.connectionsActive.labels(labels)
+  const mUp = metrics.bytesTotal.labels({ ...labels, direction: 'upstream' })
+  const mDown = metrics.bytesTotal.labels({ ...labels, direction: 'downstream' })
+
+  let server: Server | null = null
+  let bound: AddressInfo | null = null
+  let accepting = false
+  let closing: Promise<void> | null = null
+
+  let addresses: readonly IpAddress[] = []
+  let stale = false
+  let unwatch: (() => void) | null = null
+  /** bumped on every retarget, so late answers for an old name are ignored */
+  let generation = 0
+  let next = 0
+  const failedAt = new Map<string, number>()
+
+  const conns = new Set<Conn>()
+  const held = new Set<Conn>()
+  let accepted = 0
+  let connectFailures = 0
+
+  // -- the address set ----------------------------------------------------------------------------
+
+  const setAddresses = (all: readonly IpAddress[], isStale: boolean): void => {
+    // EGRESS_SOURCE has one family; addresses of the other cannot be reached from it.
+    const usable = sourceAddress === null ? all : all.filter(a => a.family === sourceAddress.family)
+    if (isStale !== stale) {
+      stale = isStale
+      if (isStale) log.warn({ target: targetText(forward) }, 'serving the last good DNS answer: every nameserver fails')
+      else log.info({ target: targetText(forward) }, 'DNS answer fresh again')
+    }
+    if (sameAddresses(usable, addresses)) return
+    addresses = usable
+    for (const key of failedAt.keys()) if (!usable.some(a => a.address === key)) failedAt.delete(key)
+    if (usable.length === 0) {
+      const dropped = all.length - usable.length
+      log.warn({ target: targetText(forward), unusable: dropped }, dropped > 0
+        ? 'no address of the source address family: new connections are held, then reset'
+        : 'no address: new connections are held, then reset')
+    } else {
+      log.info({ target: targetText(forward), addresses: usable.map(a => a.address) }, 'destination addresses')
+      releaseHeld()
+    }
+  }
+
+  const track = (): void => {
+    unwatch?.()
+    unwatch = null
+    generation += 1
+    const gen = generation
+    const target = forward.target
+    if (target.kind === 'ip') { setAddresses([target.address], false); return }
+    const resolver = deps.resolver as WatchingResolver
+    const name = target.name
+    unwatch = resolver.watch(name, r => { if (gen === generation) setAddresses(r.addresses, r.stale) })
+    const now = resolver.peek(name)
+    if (now !== undefined) { setAddresses(now.addresses, now.stale); return }
+    setAddresses([], false)
+    // Nothing cached yet: ask once so the first answer does not wait for a refresh cycle. Retries
+    // with backoff are the resolver's job; watch() brings whatever it finds later.
+    resolver.resolve(name).then(r => {
+      if (gen === generation && addresses.length === 0) setAddresses(r.addresses, false)
+    }, (err: unknown) => {
+      if (gen === generation) log.warn({ target: name, err }, 'name does not resolve yet; the listener stays up and not ready')
+    })
+  }
+
+  const penalised = (a: IpAddress): boolean => {
+    const at = failedAt.get(a.address)
+    if (at === undefined) return false
+    if (Date.now() - at < opts.failurePenaltyMs) return true
+    failedAt.delete(a.address)
+    return false
+  }
+
+  // -- connections --------------------------------------------------------------------------------
+
+  const finish = (conn: Conn, outcome: Outcome, detail: { destination?: string, up?: number, down?: number, err?: unknown, attempts?: number }): void => {
+    if (!conns.delete(conn)) return
+    held.delete(conn)
+    if (conn.holdTimer !== null) clearTimeout(conn.holdTimer)
+    mActive.dec()
+    metrics.connectionOutcomes.inc({ ...labels, outcome })
+    log.debug({
+      client: conn.clientText,
+      destination: detail.destination ?? null,
+      up: detail.up ?? 0,
+      down: detail.down ?? 0,
+      durationMs: Date.now() - conn.startedAt,
+      outcome,
+      attempts: detail.attempts ?? 0,
+      err: detail.err
+    }, 'connection closed')
+    conn.settle()
+  }
+
+  const resetClient = (conn: Conn): void => {
+    if (!conn.client.destroyed) conn.client.resetAndDestroy()
+  }
+
+  const onConnection = (client: Socket): void => {
+    accepted += 1
+    mTotal.inc()
+    mActive.inc()
+    let settle!: () => void
+    const done = new Promise<void>(resolve => { settle = resolve })
+    const conn: Conn = {
+      client,
+      clientText: endpointText(client.remoteAddress, client.remotePort),
+      startedAt: Date.now(),
+      abort: new AbortController(),
+      done,
+      settle,
+      holdTimer: null
+    }
+    conns.add(conn)
+    // Until pipe() takes over, a client error only means "gone"; the attempt loop notices.
+    client.on('error', () => {})
+    if (!accepting) { resetClient(conn); finish(conn, 'aborted', {}); return }
+    if (addresses.length > 0) { void dispatch(conn); return }
+    hold(conn)
+  }
+
+  const hold = (conn: Conn): void => {
+    if (held.size >= opts.maxHeld) { resetClient(conn); finish(conn, 'unresolved', {}); return }
+    held.add(conn)
+    conn.holdTimer = setTimeout(() => {
+      resetClient(conn)
+      finish(conn, 'unresolved', {})
+    }, opts.holdMs)
+    conn.holdTimer.unref()
+    const gone = (): void => { if (held.has(conn)) finish(conn, 'aborted', {}) }
+    conn.client.once('close', gone)
+    conn.abort.signal.addEventListener('abort', () => { if (held.has(conn)) { resetClient(conn); finish(conn, 'aborted', {}) } }, { once: true })
+  }
+
+  const releaseHeld = (): void => {
+    if (!accepting) return
+    for (const conn of [...held]) {
+      held.delete(conn)
+      if (conn.holdTimer !== null) { clearTimeout(conn.holdTimer); conn.holdTimer = null }
+      void dispatch(conn)
+    }
+  }
+
+  /** Connects to the next address (then the others), then relays. */
+  const dispatch = async (conn: Conn): Promise<void> => {
+    const port = forward.targetPort
+    const order = attemptOrder(addresses, next, penalised)
+    next = (next + 1) % Math.max(addresses.length, 1)
+    let failure: Outcome = 'unresolved'
+    let error: Error | undefined
+    let attempts = 0
+    for (const address of order) {
+      if (conn.client.destroyed || conn.abort.signal.aborted) break
+      attempts += 1
+      const attempt = await connectOnce(address, port, conn.abort.signal, conn.client)
+      if ('socket' in attempt) {
+        failedAt.delete(address.address)
+        await relay(conn, attempt.socket, endpointText(address.address, port), attempts)
+        return
+      }
+      failure = attempt.failure
+      error = attempt.error
+      if (attempt.failure === 'aborted') break
+      connectFailures += 1
+      failedAt.set(address.address, Date.now())
+      log.debug({ client: conn.clientText, destination: endpointText(address.address, port), err: attempt.error }, `connect ${attempt.failure}`)
+    }
+    const clientGone = conn.client.destroyed || conn.abort.signal.aborted
+    resetClient(conn)
+    finish(conn, clientGone ? 'aborted' : failure, { attempts, err: error })
+  }
+
+  const connectOnce = (address: IpAddress, port: number, signal: AbortSignal, client: Socket): Promise<Attempt> =>
+    new Promise<Attempt>(resolve => {
+      const sock = net.connect({
+        host: address.address,
+        port,
+        family: address.family,
+        ...(sourceAddress !== null ? { localAddress: sourceAddress.address } : {}),
+        allowHalfOpen: true
+      })
+      // Stays for the socket's life: an error between here and pipe() must not be unhandled.
+      sock.on('error', () => {})
+      const settle = (r: Attempt): void => {
+        clearTimeout(timer)
+        signal.removeEventListener('abort', onAbort)
+        client.removeListener('close', onAbort)
+        sock.removeListener('connect', onConnect)
+        sock.removeListener('error', onError)
+        if (!('socket' in r)) sock.destroy()
+        resolve(r)
+      }
+      const onConnect = (): void => { settle({ socket: sock }) }
+      const onError = (err: NodeJS.ErrnoException): void => {
+        settle({ failure: err.code === 'ECONNREFUSED' ? 'refused' : 'error', error: err })
+      }
+      const onAbort = (): void => { settle({ failure: 'aborted', error: new Error('client gone or forwarder closed while connecting') }) }
+      const timer = setTimeout(() => {
+        settle({ failure: 'timeout', error: new Error(`connect to ${endpointText(address.address, port)} timed out after ${opts.connectTimeoutMs} ms`) })
+      }, opts.connectTimeoutMs)
+      timer.unref()
+      sock.once('connect', onConnect)
+      sock.once('error', onError)
+      signal.addEventListener('abort', onAbort, { once: true })
+      client.once('close', onAbort)
+    })
+
+  const relay = async (conn: Conn, upstream: Socket, destination: string, attempts: number): Promise<void> => {
+    const result: PipeResult = await pipe(conn.client, upstream, {
+      idleTimeoutMs: opts.idleTimeoutMs,
+      keepAliveMs: opts.keepAliveMs,
+      signal: conn.abort.signal,
+      onBytes: (dir, n) => { if (dir === 'up') mUp.inc(n); else mDown.inc(n) }
+    })
+    finish(conn, result.outcome, {
+      destination,
+      up: result.up,
+      down: result.down,
+      attempts,
+      err: result.error === undefined ? undefined : { side: result.errorSide === 'a' ? 'client' : 'destination', code: (result.error as NodeJS.ErrnoException).code, message: result.error.message }
+    })
+  }
+
+  // -- lifecycle ----------------------------------------------------------------------------------
+
+  const listen = async (): Promise<AddressInfo> => {
+    if (server !== null) throw new Error(`forward line ${forward.line}: listen() called twice`)
+    const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
+    server = srv
+    try {
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject)
+        srv.listen({ host: deps.listenHost === '' ? undefined : deps.listenHost, port: forward.port }, () => {
+          srv.removeListener('error', reject)
+          resolve()
+        })
+      })
+    } catch (err) {
+      server = null
+      throw new ApplyError(`listen on ${endpointText(deps.listenHost === '' ? '*' : deps.listenHost, forward.port)} (EGRESS_DNS_PROXY_DESTINATION line ${forward.line})`, [], err)
+    }
+    srv.on('error', (err: Error) => { log.error({ err }, 'listener error') })
+    bound = srv.address() as AddressInfo
+    accepting = true
+    try {
+      track()
+    } catch (err) {
+      // The resolver refused the name (it should not: names are validated with the config).
+      accepting = false
+      srv.close()
+      server = null
+      bound = null
+      throw new ApplyError(`watch ${targetText(forward)} (EGRESS_DNS_PROXY_DESTINATION line ${forward.line})`, [`listener ${forward.port}`], err)
+    }
+    log.info({ bound: endpointText(bound.address, bound.port), target: targetText(forward) }, 'forwarding')
+    return bound
+  }
+
+  const cutTimers: NodeJS.Timeout[] = []
+
+  /** After ms, reset whatever is still open. A later close() with a shorter drain cuts sooner. */
+  const cutAfter = (ms: number): void => {
+    if (!Number.isFinite(ms)) return
+    const timer = setTimeout(() => {
+      if (conns.size === 0) return
+      log.warn({ connections: conns.size }, 'drain time is up: resetting the connections left')
+      for (const conn of [...conns]) conn.abort.abort()
+    }, Math.max(0, ms))
+    cutTimers.push(timer)
+  }
+
+  const close = (drainMs: number): Promise<void> => {
+    cutAfter(drainMs)
+    if (closing !== null) return closing
+    closing = (async () => {
+      accepting = false
+      unwatch?.()
+      unwatch = null
+      generation += 1
+      const srv = server
+      // close() unbinds the port at once; its callback waits for every connection to end.
+      const serverClosed = srv === null
+        ? Promise.resolve()
+        : new Promise<void>(resolve => { srv.close(() => { resolve() }) })
+      // Held clients have no destination yet; during a shutdown they are better off retrying elsewhere.
+      for (const conn of [...held]) conn.abort.abort()
+      if (conns.size > 0) log.info({ connections: conns.size, drainMs }, 'draining')
+      await Promise.all([...conns].map(c => c.done))
+      for (const timer of cutTimers) clearTimeout(timer)
+      await serverClosed
+      bound = null
+      log.info('listener closed')
+    })()
+    return closing
+  }
+
+  const retarget = (f: DnsForward): void => {
+    if (f.port !== forward.port) throw new TypeError(`retarget cannot move listener ${forward.port} to ${f.port}`)
+    needsResolver(f, deps.resolver)
+    const changed = !sameTarget(f, forward)
+    forward = f
+    if (!changed || !accepting) return
+    log.info({ target: targetText(f) }, 'new connections go to a new target')
+    failedAt.clear()
+    track()
+  }
+
+  return {
+    get forward () { return forward },
+    listen,
+    close,
+    ready: () => accepting && addresses.length > 0,
+    retarget,
+    stats: () => ({
+      listener,
+      bound,
+      target: targetText(forward),
+      addresses: addresses.map(a => a.address),
+      stale,
+      ready: accepting && addresses.length > 0,
+      accepted,
+      active: conns.size,
+      held: held.size,
+      connectFailures
+    })
+  }
+}
+
+// ---- every forward of a configuration -----------------------------------------------------------
+
+export interface DnsProxyDeps extends Omit<DnsForwarderDeps, 'forward'> {
+  forwards: readonly DnsForward[]
+}
+
+export interface DnsProxy {
+  /** opens every listener; if one fails the others are closed again and an ApplyError is thrown */
+  listen (): Promise<void>
+  /**
+   * Reload: listeners of removed forwards stop accepting (their connections run on), new ones are
+   * opened, a forward whose port stays keeps its listener (new connections follow a changed target).
+   * Rejects with an ApplyError naming the listeners that could not be opened; the rest is applied.
+   */
+  update (forwards: readonly DnsForward[]): Promise<void>
+  /** every listener has an address to send new connections to */
+  ready (): boolean
+  stats (): DnsForwarderStats[]
+  /** stop everything, including listeners retired by update(); connections get drainMs to finish */
+  close (drainMs: number): Promise<void>
+}
+
+/**
+ * Identity of a forward across reloads: its listen port. Port 0 (any free port) never comes from a
+ * validated configuration, only from tests, and such forwards are told apart by line.
+ */
+function forwardKey (f: DnsForward): string {
+  return f.port === 0 ? `0#${f.line}` : String(f.port)
+}
+
+export function createDnsProxy (deps: DnsProxyDeps): DnsProxy {
+  const active = new Map<string, DnsForwarder>()
+  /** removed by a reload but still carrying connections */
+  const retiring = new Set<DnsForwarder>()
+  let closed = false
+
+  const make = (forward: DnsForward): DnsForwarder => createDnsForwarder({ ...deps, forward })
+
+  const retire = (fw: DnsForwarder): void => {
+    retiring.add(fw)
+    // Established connections are never dropped by a reload: no deadline.
+    void fw.close(Infinity).then(() => { retiring.delete(fw) })
+  }
+
+  /** Opens listeners for `forwards`; returns the ApplyErrors of those that failed. */
+  const open = async (forwards: readonly DnsForward[]): Promise<unknown[]> => {
+    const failures: unknown[] = []
+    for (const f of forwards) {
+      const fw = make(f)
+      try {
+        await fw.listen()
+        active.set(forwardKey(f), fw)
+      } catch (err) {
+        failures.push(err)
+      }
+    }
+    return failures
+  }
+
+  return {
+    async listen () {
+      const failures = await open(deps.forwards)
+      if (failures.length === 0) return
+      const rolledBack = [...active.values()].map(fw => `listener ${fw.forward.port}`)
+      await Promise.all([...active.values()].map(fw => fw.close(0)))
+      active.clear()
+      const first = failures[0]
+      throw new ApplyError(first instanceof ApplyError ? first.step : 'dns-proxy listeners', rolledBack, first instanceof ApplyError ? first.cause : first)
+    },
+
+    async update (forwards) {
+      if (closed) throw new Error('dns-proxy is closed')
+      const wanted = new Map(forwards.map(f => [forwardKey(f), f]))
+      for (const [key, fw] of active) {
+        const f = wanted.get(key)
+        if (f === undefined) {
+          active.delete(key)
+          retire(fw)
+        } else {
+          fw.retarget(f)
+        }
+      }
+      const failures = await open(forwards.filter(f => !active.has(forwardKey(f))))
+      if (failures.length === 0) return
+      const steps = failures.map(e => (e instanceof ApplyError ? e.step : String(e)))
+      throw new ApplyError(steps.join('; '), [], failures[0] instanceof ApplyError ? failures[0].cause : failures[0])
+    },
+
+    ready: () => [...active.values()].every(fw => fw.ready()),
+
+    stats: () => [...active.values()].map(fw => fw.stats()),
+
+    async close (drainMs) {
+      closed = true
+      const all = [...active.values(), ...retiring]
+      active.clear()
+      await Promise.all(all.map(fw => fw.close(drainMs)))
+    }
+  }
+}

@@ -1,0 +1,236 @@
+import t from 'tap'
+import net from 'node:net'
+import type { Socket } from 'node:net'
+import { once } from 'node:events'
+import { createHash } from 'node:crypto'
+import { pipe } from '../../../src/proxy/pipe.js'
+import type { PipeOptions, PipeResult } from '../../../src/proxy/pipe.js'
+
+/** what the helpers need from a test: cleanup registration */
+type Test = Pick<typeof t, 'teardown'>
+
+/** Polls cond until true; fails after deadlineMs (a guard against hangs, not a timing assertion). */
+async function until (cond: () => boolean, what: string, deadlineMs = 20_000): Promise<void> {
+  const end = Date.now() + deadlineMs
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 5))
+  }
+}
+
+/** Collects everything a socket sends until its FIN; rejects on error. */
+function readAll (sock: Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    sock.on('data', (c: Buffer) => chunks.push(c))
+    sock.once('end', () => { resolve(Buffer.concat(chunks)) })
+    sock.once('error', reject)
+  })
+}
+
+/** The error (code) a socket ends with, or 'clean' for a FIN. */
+function endState (sock: Socket): Promise<string> {
+  return new Promise(resolve => {
+    sock.on('data', () => {})
+    sock.once('error', (err: NodeJS.ErrnoException) => { resolve(err.code ?? err.message) })
+    sock.once('end', () => { resolve('clean') })
+  })
+}
+
+interface Harness {
+  /** the outside client, talking to the relay's a side */
+  client: Socket
+  /** the destination server's accepted socket (the far end of b) */
+  server: Socket
+  a: Socket
+  b: Socket
+  result: Promise<PipeResult>
+}
+
+/**
+ * client → [listener: a] pipe [b →] destination server. Everything on 127.0.0.1, ports from 0,
+ * every socket allowHalfOpen so half-close can be observed.
+ */
+async function harness (t: Test, opts: PipeOptions = {}): Promise<Harness> {
+  const dest = net.createServer({ allowHalfOpen: true })
+  dest.listen(0, '127.0.0.1')
+  await once(dest, 'listening')
+  t.teardown(() => { dest.close() })
+  const front = net.createServer({ allowHalfOpen: true })
+  front.listen(0, '127.0.0.1')
+  await once(front, 'listening')
+  t.teardown(() => { front.close() })
+
+  const accepted = once(front, 'connection') as Promise<[Socket]>
+  const served = once(dest, 'connection') as Promise<[Socket]>
+  const client = net.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => { client.destroy() })
+  const [a] = await accepted
+  t.teardown(() => { a.destroy() })
+  const b = net.connect({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => { b.destroy() })
+  await once(b, 'connect')
+  const [server] = await served
+  t.teardown(() => { server.destroy() })
+  return { client, server, a, b, result: pipe(a, b, opts) }
+}
+
+t.test('relays both ways, counts the bytes and reports them per chunk', async t => {
+  const counted = { up: 0, down: 0 }
+  const h = await harness(t, { onBytes: (dir, n) => { counted[dir] += n } })
+  const upData = Buffer.alloc(300_000, 'u')
+  const downData = Buffer.alloc(500_000, 'd')
+  const serverGot = readAll(h.server)
+  const clientGot = readAll(h.client)
+  h.client.end(upData)
+  h.server.end(downData)
+  t.same(await serverGot, upData)
+  t.same(await clientGot, downData)
+  const r = await h.result
+  t.equal(r.outcome, 'ok')
+  t.equal(r.up, upData.length)
+  t.equal(r.down, downData.length)
+  t.same(counted, { up: upData.length, down: downData.length })
+  t.equal(r.error, undefined)
+})
+
+t.test('half-close: the client stops sending, the server keeps answering', async t => {
+  const h = await harness(t)
+  const serverGot = readAll(h.server)
+  h.client.end('request')
+  t.equal((await serverGot).toString(), 'request', 'server saw the FIN after the data')
+  const clientGot = readAll(h.client)
+  // Still writable after the client's FIN: the relay must not have closed this direction.
+  h.server.write('answer part 1, ')
+  h.server.end('part 2')
+  t.equal((await clientGot).toString(), 'answer part 1, part 2')
+  t.equal((await h.result).outcome, 'ok')
+})
+
+t.test('half-close: the server stops sending, the client keeps sending', async t => {
+  const h = await harness(t)
+  const clientGot = readAll(h.client)
+  h.server.end('banner')
+  t.equal((await clientGot).toString(), 'banner')
+  const serverGot = readAll(h.server)
+  h.client.write('more ')
+  h.client.end('data')
+  t.equal((await serverGot).toString(), 'more data')
+  const r = await h.result
+  t.equal(r.outcome, 'ok')
+  t.equal(r.up, 9)
+  t.equal(r.down, 6)
+})
+
+t.test('a reset from the client resets the server side', async t => {
+  const h = await harness(t)
+  const serverEnd = endState(h.server)
+  h.client.write('x')
+  await until(() => h.server.bytesRead > 0, 'first byte at the server')
+  h.client.resetAndDestroy()
+  t.equal(await serverEnd, 'ECONNRESET')
+  const r = await h.result
+  t.equal(r.outcome, 'error')
+  t.equal(r.errorSide, 'a')
+})
+
+t.test('a reset from the server resets the client side', async t => {
+  const h = await harness(t)
+  const clientEnd = endState(h.client)
+  h.server.write('y')
+  await until(() => h.client.bytesRead > 0, 'first byte at the client')
+  h.server.resetAndDestroy()
+  t.equal(await clientEnd, 'ECONNRESET')
+  const r = await h.result
+  t.equal(r.outcome, 'error')
+  t.equal(r.errorSide, 'b')
+})
+
+t.test('an idle relay is reset after idleTimeoutMs, on both sides', async t => {
+  const h = await harness(t, { idleTimeoutMs: 100 })
+  const clientEnd = endState(h.client)
+  const serverEnd = endState(h.server)
+  const r = await h.result
+  t.equal(r.outcome, 'timeout')
+  t.equal(await clientEnd, 'ECONNRESET')
+  t.equal(await serverEnd, 'ECONNRESET')
+})
+
+t.test('traffic in either direction keeps a relay with an idle timeout alive', async t => {
+  const h = await harness(t, { idleTimeoutMs: 1000 })
+  const serverGot = readAll(h.server)
+  const clientGot = readAll(h.client)
+  // 30 writes 100 ms apart, alternating direction, span about three idle timeouts; none may fire.
+  for (let i = 0; i < 30; i++) {
+    (i % 2 === 0 ? h.client : h.server).write('.')
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  h.client.end()
+  h.server.end()
+  t.equal((await serverGot).length, 15)
+  t.equal((await clientGot).length, 15)
+  t.equal((await h.result).outcome, 'ok')
+})
+
+t.test('aborting the signal resets both sides', async t => {
+  const ac = new AbortController()
+  const h = await harness(t, { signal: ac.signal })
+  const clientEnd = endState(h.client)
+  const serverEnd = endState(h.server)
+  ac.abort()
+  t.equal((await h.result).outcome, 'aborted')
+  t.equal(await clientEnd, 'ECONNRESET')
+  t.equal(await serverEnd, 'ECONNRESET')
+})
+
+t.test('a socket destroyed from outside is not passed on as a clean end', async t => {
+  const h = await harness(t)
+  const serverEnd = endState(h.server)
+  h.a.destroy()
+  t.equal(await serverEnd, 'ECONNRESET')
+  t.equal((await h.result).outcome, 'aborted')
+})
+
+t.test('a socket already gone on entry: the other one is reset and the promise resolves', async t => {
+  const dest = net.createServer()
+  dest.listen(0, '127.0.0.1')
+  await once(dest, 'listening')
+  t.teardown(() => { dest.close() })
+  const served = once(dest, 'connection') as Promise<[Socket]>
+  const b = net.connect({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1' })
+  t.teardown(() => { b.destroy() })
+  await once(b, 'connect')
+  const [server] = await served
+  const serverEnd = endState(server)
+  const gone = new net.Socket()
+  gone.destroy()
+  const r = await pipe(gone, b)
+  t.equal(r.outcome, 'aborted')
+  t.equal(await serverEnd, 'ECONNRESET')
+})
+
+t.test('backpressure: a destination that does not read stalls the client instead of filling memory', async t => {
+  const h = await harness(t)
+  h.server.pause()
+  const size = 64 * 1024 * 1024
+  const data = Buffer.alloc(size)
+  for (let i = 0; i < size; i += 4096) data.writeUInt32BE(i, i)
+  // Written in 256 KiB pieces, ignoring backpressure on purpose: what the network does not take
+  // stays visible in client.writableLength.
+  for (let i = 0; i < size; i += 256 * 1024) h.client.write(data.subarray(i, i + 256 * 1024))
+  // The chain is full once the relay has paused its reading side.
+  await until(() => h.a.isPaused(), 'the relay to pause the client side')
+  const buffered = h.b.writableLength
+  t.ok(buffered <= 1024 * 1024, `relay holds at most 1 MiB unsent (holds ${buffered})`)
+  t.ok(h.client.writableLength > 32 * 1024 * 1024, `most of the data still waits at the client (${h.client.writableLength})`)
+  const hash = createHash('sha256')
+  let got = 0
+  h.server.on('data', (c: Buffer) => { hash.update(c); got += c.length })
+  h.server.resume()
+  h.client.end()
+  await once(h.server, 'end')
+  t.equal(got, size)
+  t.equal(hash.digest('hex'), createHash('sha256').update(data).digest('hex'))
+  h.server.end()
+  t.equal((await h.result).outcome, 'ok')
+})
