@@ -4,14 +4,19 @@
  * Shared by `egress-router lab` and the end-to-end tests.
  */
 import type { ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { killGroup, waitForExit } from './exec.js'
 import type { NsRole, Topology } from './topology.js'
 import { waitFor } from './wait.js'
 
-/** bin/egress-router, found from dist/src/lab/ */
-export const ROUTER_BIN = fileURLToPath(new URL('../../../bin/egress-router', import.meta.url))
+/**
+ * bin/egress-router: three levels up from the compiled dist/src/lab/, two from src/lab/ when the tests load
+ * this file as TypeScript.
+ */
+export const ROUTER_BIN = [new URL('../../../bin/egress-router', import.meta.url), new URL('../../bin/egress-router', import.meta.url)]
+  .map((u) => fileURLToPath(u)).find((p) => existsSync(p)) ?? fileURLToPath(new URL('../../../bin/egress-router', import.meta.url))
 
 export type LogLine = Record<string, unknown> & { msg?: string, level?: number, event?: string }
 
@@ -57,15 +62,24 @@ export function startRouter (topo: Topology, env: Record<string, string>, opts: 
   }
   child.stderr?.on('data', (b: Buffer) => { stderr += b.toString() })
 
-  const waitForLog = async (match: (l: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> =>
-    await waitFor(() => {
-      const found = logs.find(match)
-      if (found !== undefined) return found
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`egress-router exited (${String(child.exitCode ?? child.signalCode)}) before ${what}; stderr: ${stderr.trim()}; last log: ${JSON.stringify(logs.slice(-3))}`)
-      }
+  // waitFor treats a throw as "not yet": an exit is reported as a value, so the wait ends at once.
+  const gone = Symbol('exited')
+  const waitForLog = async (match: (l: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
+    const found = await waitFor((): LogLine | typeof gone | undefined => {
+      const line = logs.find(match)
+      if (line !== undefined) return line
+      if (child.exitCode !== null || child.signalCode !== null) return gone
       return undefined
     }, { what, timeoutMs, intervalMs: 20 })
+    if (found === gone) {
+      // the last lines may still be in the pipe when the exit is seen: wait for the streams to close
+      await exited
+      const line = logs.find(match)
+      if (line !== undefined) return line
+      throw new Error(`egress-router exited (${String(child.exitCode ?? child.signalCode)}) before ${what}; stderr: ${stderr.trim()}; last log: ${JSON.stringify(logs.slice(-3))}`)
+    }
+    return found
+  }
 
   return {
     child,

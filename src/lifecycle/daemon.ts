@@ -22,10 +22,10 @@ import { createMetrics, type Metrics } from '../observe/metrics.js'
 import { notify } from '../observe/sd-notify.js'
 import { buildPlan } from '../plan/plan.js'
 import type { Plan } from '../plan/types.js'
-import { Resolver } from '../dns/resolver.js'
+import type { Resolver } from '../dns/resolver.js'
 import { Lifecycle, StartError } from './hooks.js'
 import { watchGateway } from './gateway-check.js'
-import { startModeServers, type ModeServers } from './mode-servers.js'
+import type { ModeServers } from './mode-servers.js'
 import { onSignals } from './signals.js'
 
 export interface DaemonOptions {
@@ -155,7 +155,9 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   if (config.mode === 'http-proxy' || config.mode === 'dns-proxy') {
     life.append({
       name: 'dns resolver',
-      start: () => {
+      start: async () => {
+        // the proxy modes' code is loaded only when a proxy mode runs: redirect mode starts faster without it
+        const { Resolver } = await import('../dns/resolver.js')
         resolver = Resolver.fromResolvConf(readResolvConf(logger), { minTtlMs: config.dns.minTtlMs, maxTtlMs: config.dns.maxTtlMs, maxStaleMs: config.dns.maxStaleMs }, logger.child({ component: 'dns' }))
       },
       stop: () => { resolver?.close() }
@@ -163,6 +165,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     life.append({
       name: 'listeners',
       start: async () => {
+        const { startModeServers } = await import('./mode-servers.js')
         servers = await startModeServers({ config, plan: plan as Plan, resolver: resolver as Resolver, logger, metrics, readiness })
       },
       stop: async () => { await servers?.close(config.drainTimeoutMs) }

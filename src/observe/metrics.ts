@@ -8,7 +8,7 @@ export type Outcome = 'ok' | 'denied' | 'refused' | 'timeout' | 'unresolved' | '
 
 export interface Metrics {
   readonly registry: Registry
-  /** connections accepted by a listener; labels: mode (http-proxy|dns-proxy), listener ("8080", "forward:5432") */
+  /** connections accepted by a listener; labels: mode (http-proxy|dns-proxy), listener (the listen port: "8080", "5432") */
   readonly connectionsTotal: Counter<'mode' | 'listener'>
   readonly connectionsActive: Gauge<'mode' | 'listener'>
   /** finished connections / requests / tunnels by outcome */
