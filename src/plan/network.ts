@@ -9,6 +9,7 @@
  * gateway and is selected by `from EGRESS_SOURCE` (sockets bound to it: the proxies) and by the firewall mark the
  * NAT rules put on redirected connections.
  */
+import { cidrContains, networkAddress } from '../config/addr.js'
 import type { Cidr, Config, IpAddress } from '../config/types.js'
 import { stableMac } from '../netlink/mac.js'
 import { FWMARK, ROUTE_TABLE, RULE_PRIORITY_FROM, RULE_PRIORITY_MARK } from './marks.js'
@@ -18,46 +19,9 @@ export class PlanError extends Error {
   readonly code = 'ERR_PLAN'
 }
 
-/** The network address of `address/prefix`, e.g. 192.0.2.99/24 → 192.0.2.0/24. */
+/** The network of `address/prefix`, e.g. 192.0.2.99/24 → 192.0.2.0/24. */
 export function networkOf (cidr: Cidr): Cidr {
-  const bits = cidr.family === 4 ? 32 : 128
-  const value = addressToBigInt(cidr)
-  const mask = cidr.prefix === 0 ? 0n : ((1n << BigInt(cidr.prefix)) - 1n) << BigInt(bits - cidr.prefix)
-  return { address: bigIntToAddress(value & mask, cidr.family), family: cidr.family, prefix: cidr.prefix }
-}
-
-/** Whether `address` lies inside `cidr`. */
-export function contains (cidr: Cidr, address: IpAddress): boolean {
-  if (cidr.family !== address.family) return false
-  return networkOf(cidr).address === networkOf({ ...address, prefix: cidr.prefix }).address
-}
-
-export function addressToBigInt (a: IpAddress): bigint {
-  if (a.family === 4) {
-    return a.address.split('.').reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n)
-  }
-  const [head, tail] = a.address.includes('::') ? a.address.split('::') : [a.address, undefined]
-  const left = head === '' ? [] : head.split(':')
-  const right = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = [...left, ...Array(8 - left.length - right.length).fill('0'), ...right]
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n)
-}
-
-export function bigIntToAddress (v: bigint, family: 4 | 6): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.')
-  const groups = Array.from({ length: 8 }, (_, i) => Number((v >> BigInt(112 - 16 * i)) & 0xffffn))
-  // RFC 5952: compress the longest run (≥ 2) of zero groups
-  let best = -1; let bestLen = 1
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== 0) { i++; continue }
-    let j = i
-    while (j < 8 && groups[j] === 0) j++
-    if (j - i > bestLen) { best = i; bestLen = j - i }
-    i = j
-  }
-  const hex = groups.map((g) => g.toString(16))
-  if (best < 0) return hex.join(':')
-  return `${hex.slice(0, best).join(':')}::${hex.slice(best + bestLen).join(':')}`
+  return { address: networkAddress(cidr, cidr.prefix), family: cidr.family, prefix: cidr.prefix }
 }
 
 function hostCidr (a: IpAddress): Cidr {
@@ -85,7 +49,7 @@ export function planNetwork (config: Config, facts: HostFacts): NetworkPlan {
   const gateway = config.gateway
   const host = config.routing === 'host'
   const sourceNet = networkOf(config.source)
-  const gatewayOnLink = config.source.prefixGiven && contains(config.source, gateway)
+  const gatewayOnLink = config.source.prefixGiven && cidrContains(config.source, gateway)
 
   const sysctls: SysctlPlan[] = []
   // Before the link goes up: the kernel announces the address (gratuitous ARP / unsolicited NA) on up.
