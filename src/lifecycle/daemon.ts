@@ -9,7 +9,7 @@ import { loadConfig } from '../cli.js'
 import type { Config } from '../config/types.js'
 import { formatIssue } from '../errors.js'
 import { gatherFacts } from '../apply/facts.js'
-import { applyNetwork, type ApplyNetworkResult } from '../apply/network.js'
+import { applyNetwork, cleanupNetwork, cleanupTargets, type ApplyNetworkResult } from '../apply/network.js'
 import { Reconciler } from '../apply/reconcile.js'
 import { UndoStack } from '../apply/undo.js'
 import { deleteStaleConntrack } from '../apply/conntrack.js'
@@ -111,8 +111,15 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     },
     stop: async () => {
       if (!cleanOnStop()) return
-      const undone = await undo.unwind()
-      logger.info({ event: 'cleanup', what: 'network', undone }, 'network changes removed')
+      const { undone, failed } = await undo.unwind()
+      // The undo stack holds only what this run changed. What an earlier run left (a crash, then this restart
+      // found it already in place) is ours too: rules at our priorities, routes in our table, the macvlan with
+      // our alias. An adopted link carries no alias and is never deleted.
+      const p = plan as Plan | null
+      const removed = p === null || nl === null ? [] : await cleanupNetwork(cleanupTargets(p.network), nl)
+      for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
+      logger.info({ event: 'cleanup', what: 'network', undone: undone.map((u) => u), removed }, 'network changes removed')
+      if (failed.length > 0) throw new Error(`network cleanup: ${failed.map((f) => f.name).join(', ')} failed`)
     }
   })
 
