@@ -52,7 +52,7 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
     return {
       update: async (next) => {
         if (next.httpProxy === null) return
-        ;(proxy as unknown as { update: (c: unknown) => void }).update(next.httpProxy)
+        proxy.update(next.httpProxy)
       },
       close: async (drainMs) => {
         stopStats()

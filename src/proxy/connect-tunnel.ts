@@ -1,0 +1,203 @@
+/**
+ * CONNECT tunnels on raw sockets (neither http-proxy nor http-proxy-3 does CONNECT).
+ *
+ * Guard first (target, port, then the shared client + ACL passes the server injects), connect from
+ * the egress source address with a deadline, answer `200 Connection Established`, then relay both
+ * ways with backpressure. A FIN is passed on as a FIN (half-close), an error or reset on one side
+ * destroys the other, and an idle tunnel is closed after the idle timeout.
+ */
+import { connect as netConnect, type Socket } from 'node:net'
+import type { IncomingMessage } from 'node:http'
+import type { Logger } from 'pino'
+import type { IpAddress } from '../config/types.js'
+import { EgressError } from '../errors.js'
+import type { Outcome } from '../observe/metrics.js'
+import { formatTarget, parseAuthorityTarget, type RequestTarget } from './target.js'
+
+/** An answer other than success: status line, the one-line reason, the metric outcome. */
+export interface Refusal {
+  readonly status: 400 | 403 | 411 | 502 | 503 | 504
+  readonly reason: string
+  readonly outcome: Outcome
+}
+
+export type GuardResult = { readonly ok: true, readonly address: IpAddress } | { readonly ok: false, readonly refusal: Refusal }
+
+export interface ByteCounter { inc (n: number): void }
+
+export interface TunnelContext {
+  readonly source: IpAddress
+  readonly connectPorts: readonly number[] | '*'
+  readonly connectTimeoutMs: number
+  readonly idleTimeoutMs: number
+  readonly logger: Logger
+  readonly upstreamBytes: ByteCounter
+  readonly downstreamBytes: ByteCounter
+  /** the client pass shared with plain HTTP (EGRESS_HTTP_PROXY_CLIENTS) */
+  readonly clientPass: (client: Socket) => Refusal | null
+  /** the destination pass shared with plain HTTP: ACL (one lookup), address family; logs the decision */
+  readonly guard: (client: Socket, target: RequestTarget, method: string) => Promise<GuardResult>
+  /** records how the tunnel ended (once) */
+  readonly finish: (outcome: Outcome) => void
+}
+
+export const STATUS_TEXT: Record<Refusal['status'], string> = {
+  400: 'Bad Request', 403: 'Forbidden', 411: 'Length Required', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout'
+}
+
+export function connectPortAllowed (ports: readonly number[] | '*', port: number): boolean {
+  return ports === '*' || ports.includes(port)
+}
+
+/** Maps an upstream connect/transfer failure to the answer the client gets. */
+export function upstreamFailure (error: unknown): Refusal {
+  const code = (error as { code?: unknown } | null)?.code
+  const what = error instanceof Error ? error.message : String(error)
+  if (code === 'ERR_UPSTREAM_CONNECT_TIMEOUT' || code === 'ERR_UPSTREAM_IDLE_TIMEOUT' || code === 'ETIMEDOUT') {
+    return { status: 504, reason: `upstream timed out: ${what}`, outcome: 'timeout' }
+  }
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') {
+    return { status: 502, reason: `upstream refused or reset the connection: ${what}`, outcome: 'refused' }
+  }
+  return { status: 502, reason: `upstream connection failed: ${what}`, outcome: 'error' }
+}
+
+/** A complete HTTP/1.1 error answer written on a raw socket, then our side is closed. */
+export function answerOnSocket (socket: Socket, refusal: Refusal): void {
+  if (socket.destroyed) return
+  const body = `${refusal.reason}\n`
+  socket.end(
+    `HTTP/1.1 ${refusal.status} ${STATUS_TEXT[refusal.status]}\r\n` +
+    'Content-Type: text/plain; charset=utf-8\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    'Connection: close\r\n\r\n' + body
+  )
+  // Discard whatever else the client sends; the socket closes when the client closes its side
+  // (or at the idle timeout).
+  socket.resume()
+}
+
+/**
+ * TCP connection from `source` to address:port, failing with ERR_UPSTREAM_CONNECT_TIMEOUT after
+ * timeoutMs. `signal` aborts it (the client went away).
+ */
+export function connectUpstream (address: IpAddress, port: number, source: IpAddress, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: address.address, port, family: address.family, localAddress: source.address, allowHalfOpen: true })
+    const timer = setTimeout(() => {
+      socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${address.address} port ${port} timed out after ${timeoutMs} ms`))
+    }, timeoutMs).unref()
+    const onAbort = (): void => { socket.destroy(new EgressError('ERR_CLIENT_GONE', 'the client went away')) }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    const done = (): void => { clearTimeout(timer); signal?.removeEventListener('abort', onAbort) }
+    socket.once('error', error => { done(); reject(error) })
+    socket.once('connect', () => { done(); socket.removeAllListeners('error'); resolve(socket) })
+  })
+}
+
+export interface RelayResult {
+  readonly upstreamBytes: number
+  readonly downstreamBytes: number
+  /** the first error on either side (null when both sides ended cleanly) */
+  readonly error: Error | null
+  /** true when the tunnel was closed for being idle */
+  readonly idle: boolean
+  /** true when a side closed before both directions had finished (reset, destroyed, drain deadline) */
+  readonly abrupt: boolean
+}
+
+/**
+ * Relays client ⇄ upstream until both are closed. Backpressure by pipe(); `end` on one side becomes
+ * `end` on the other (half-close); an error, a reset or a destroy on one side destroys the other.
+ * Both sockets must be allowHalfOpen (http.Server's are, connectUpstream's are).
+ */
+export function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext, 'idleTimeoutMs' | 'upstreamBytes' | 'downstreamBytes'>): Promise<RelayResult> {
+  return new Promise(resolve => {
+    let up = 0
+    let down = 0
+    let error: Error | null = null
+    let idle = false
+    let abrupt = false
+    let open = 2
+    const fail = (err: Error): void => {
+      error ??= err
+      client.destroy()
+      upstream.destroy()
+    }
+    const onClose = (self: Socket, other: Socket) => (): void => {
+      // Closed before both directions finished (destroyed, reset): tear the other side down.
+      if (!(self.readableEnded && self.writableFinished)) { abrupt = true; other.destroy() }
+      if (--open === 0) resolve({ upstreamBytes: up, downstreamBytes: down, error, idle, abrupt })
+    }
+    const onIdle = (): void => { idle = true; client.destroy(); upstream.destroy() }
+    client.on('error', fail)
+    upstream.on('error', fail)
+    client.on('close', onClose(client, upstream))
+    upstream.on('close', onClose(upstream, client))
+    client.setTimeout(ctx.idleTimeoutMs, onIdle)
+    upstream.setTimeout(ctx.idleTimeoutMs, onIdle)
+    client.on('data', (chunk: Buffer) => { up += chunk.length; ctx.upstreamBytes.inc(chunk.length) })
+    upstream.on('data', (chunk: Buffer) => { down += chunk.length; ctx.downstreamBytes.inc(chunk.length) })
+    client.pipe(upstream)
+    upstream.pipe(client)
+  })
+}
+
+/** The 'connect' event of the proxy's http.Server. Never throws; every path ends in finish(). */
+export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client: Socket, head: Buffer): void {
+  const log = ctx.logger
+  // Once the server hands the socket over it has no error listener of ours yet: a reset now must not crash.
+  const early = (err: Error): void => { log.debug({ err, client: client.remoteAddress }, 'CONNECT client socket error') }
+  client.on('error', early)
+  const onIdle = (): void => { client.destroy() }
+  client.setTimeout(ctx.idleTimeoutMs, onIdle)
+  const gone = new AbortController()
+  const onGone = (): void => gone.abort()
+  client.once('close', onGone)
+
+  const refuse = (refusal: Refusal): void => {
+    log.info({ client: client.remoteAddress, method: 'CONNECT', target: req.url, status: refusal.status, outcome: refusal.outcome, reason: refusal.reason }, 'CONNECT refused')
+    answerOnSocket(client, refusal)
+    ctx.finish(refusal.outcome)
+  }
+
+  void (async () => {
+    const denied = ctx.clientPass(client)
+    if (denied !== null) return refuse(denied)
+    const parsed = parseAuthorityTarget(req.url ?? '')
+    if (!parsed.ok) return refuse({ status: 400, reason: parsed.reason, outcome: 'bad-request' })
+    const target = parsed.value
+    if (!connectPortAllowed(ctx.connectPorts, target.port)) {
+      return refuse({ status: 403, reason: `denied: CONNECT to port ${target.port} is not allowed (EGRESS_HTTP_PROXY_CONNECT_PORTS)`, outcome: 'denied' })
+    }
+    const guard = await ctx.guard(client, target, 'CONNECT')
+    if (!guard.ok) return refuse(guard.refusal)
+    if (gone.signal.aborted) return ctx.finish('aborted')
+
+    let upstream: Socket
+    try {
+      upstream = await connectUpstream(guard.address, target.port, ctx.source, ctx.connectTimeoutMs, gone.signal)
+    } catch (error) {
+      if (gone.signal.aborted) return ctx.finish('aborted')
+      return refuse(upstreamFailure(error))
+    }
+    if (client.destroyed) { upstream.destroy(); return ctx.finish('aborted') }
+    client.removeListener('close', onGone)
+    client.removeListener('error', early)
+    client.removeListener('timeout', onIdle)
+    client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+    if (head.length > 0) { upstream.write(head); ctx.upstreamBytes.inc(head.length) }
+    const result = await relay(client, upstream, ctx)
+    const outcome: Outcome = result.idle ? 'timeout' : result.error === null && !result.abrupt ? 'ok' : 'aborted'
+    log.debug({
+      client: client.remoteAddress, target: formatTarget(target), address: guard.address.address,
+      upstreamBytes: result.upstreamBytes + head.length, downstreamBytes: result.downstreamBytes, outcome, err: result.error ?? undefined
+    }, 'tunnel closed')
+    ctx.finish(outcome)
+  })().catch((err: unknown) => {
+    // A bug, not a client behaviour: log it, drop the connection, keep serving.
+    log.error({ err }, 'CONNECT handler failed')
+    client.destroy()
+    ctx.finish('error')
+  })
+}

@@ -1,0 +1,457 @@
+/**
+ * The http-proxy mode's server: a forward proxy for absolute-form HTTP requests (streamed upstream
+ * with http-proxy-3) and CONNECT tunnels (connect-tunnel.ts), every connection leaving from the
+ * egress source address, every destination checked by the ACL before a byte goes out.
+ *
+ * Each request goes through small named passes — method, client, target, framing, destination
+ * (ACL after one lookup) — and only then is streamed. Node's strict HTTP parser stays on (never
+ * insecureHTTPParser): conflicting Content-Length / Transfer-Encoding is a 400 before we see it.
+ */
+import { Agent, createServer, type ClientRequest, type ClientRequestArgs, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo, Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import { pipeline } from 'node:stream'
+import { connect as netConnect, createServer as createNetServer, type Server as NetServer } from 'node:net'
+import { ProxyServer } from 'http-proxy-3'
+import type { Logger } from 'pino'
+import type { HttpProxyConfig, IpAddress } from '../config/types.js'
+import { EgressError } from '../errors.js'
+import type { Metrics, Outcome } from '../observe/metrics.js'
+import { admit, compileAcl, compileClientFilter, describeDenial, type NameResolver } from './acl.js'
+import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
+import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
+
+export type { NameResolver } from './acl.js'
+
+export interface ProxyLimits {
+  /** a client must have sent its complete request headers within this time (slowloris) */
+  readonly headersTimeoutMs: number
+  /** a connection (client or upstream, HTTP or tunnel) with no traffic for this long is closed */
+  readonly idleTimeoutMs: number
+  /** TCP connect to the destination */
+  readonly connectTimeoutMs: number
+  /** concurrent client connections; more are dropped at accept */
+  readonly maxConnections: number
+}
+
+export const DEFAULT_LIMITS: ProxyLimits = {
+  headersTimeoutMs: 30_000,
+  idleTimeoutMs: 300_000,
+  connectTimeoutMs: 10_000,
+  maxConnections: 4096
+}
+
+export interface HttpProxyOptions {
+  readonly config: HttpProxyConfig
+  /** EGRESS_SOURCE: every outgoing connection is bound to it */
+  readonly sourceAddress: string
+  readonly resolver: NameResolver
+  readonly logger: Logger
+  readonly metrics: Metrics
+  readonly limits?: Partial<ProxyLimits>
+}
+
+export interface HttpProxyServer {
+  readonly server: Server
+  /** May be called once per address (e.g. every address of the pod interface); all feed the one server. */
+  listen (host: string, port: number): Promise<AddressInfo>
+  /** New ACL, clients and CONNECT ports (SIGHUP); connections and requests in flight are not affected. A port change needs a restart. */
+  update (config: HttpProxyConfig): void
+  /** Stop accepting, let requests and tunnels in flight finish for up to drainMs, then destroy the rest. */
+  close (drainMs: number): Promise<void>
+  activeConnections (): number
+}
+
+const MODE = 'http-proxy'
+const VIA = '1.1 egress-router'
+
+/** RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones clients still send. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings'])
+/** Fields a `Connection` token must not remove: they frame the message or name the destination. */
+const PROTECTED = new Set(['host', 'content-length'])
+
+function connectionTokens (values: ReadonlyArray<string | string[] | undefined>): Set<string> {
+  const tokens = new Set<string>()
+  for (const v of values) {
+    for (const line of Array.isArray(v) ? v : v === undefined ? [] : [v]) {
+      for (const t of line.split(',')) {
+        const token = t.trim().toLowerCase()
+        if (token !== '' && !PROTECTED.has(token)) tokens.add(token)
+      }
+    }
+  }
+  return tokens
+}
+
+const dropped = (name: string, tokens: Set<string>): boolean =>
+  HOP_BY_HOP.has(name) || name.startsWith('proxy-') || tokens.has(name)
+
+/**
+ * Headers for the upstream request: hop-by-hop fields, those named in Connection and every
+ * Proxy-* removed; Host taken from the request URI (never the client's Host header); Via added.
+ * A chunked request body stays chunked (Node de-chunks it, and would otherwise send a GET body
+ * with no framing at all); `Expect` was answered by us.
+ */
+export function upstreamRequestHeaders (headers: IncomingHttpHeaders, authority: string, chunkedBody: boolean): OutgoingHttpHeaders {
+  const tokens = connectionTokens([headers.connection, headers['proxy-connection']])
+  const out: OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || dropped(name, tokens) || name === 'host' || name === 'via' || name === 'expect') continue
+    out[name] = value
+  }
+  out.host = authority
+  out.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
+  if (chunkedBody) out['transfer-encoding'] = 'chunked'
+  return out
+}
+
+/** Response headers for the client, as a flat raw list (keeps repeated Set-Cookie and the upstream's case). */
+export function downstreamResponseHeaders (rawHeaders: readonly string[], closeConnection: boolean): string[] {
+  const names: string[] = []
+  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] ?? '').toLowerCase() === 'connection') names.push(rawHeaders[i + 1] ?? '')
+  const tokens = connectionTokens(names)
+  const out: string[] = []
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? ''
+    if (dropped(name.toLowerCase(), tokens)) continue
+    out.push(name, rawHeaders[i + 1] ?? '')
+  }
+  out.push('Via', VIA)
+  if (closeConnection) out.push('Connection', 'close')
+  return out
+}
+
+/** Per-request state shared between the passes and the http-proxy-3 callbacks. */
+interface RequestState {
+  readonly client: string
+  readonly target: RequestTarget
+  readonly address: IpAddress
+  readonly finish: (outcome: Outcome) => void
+}
+
+/**
+ * A keep-alive agent whose sockets leave from the egress source, with a connect deadline and an
+ * idle deadline that surface as errors (504) instead of a hanging request.
+ */
+class EgressAgent extends Agent {
+  readonly #source: IpAddress
+  readonly #connectTimeoutMs: number
+  readonly #idleTimeoutMs: number
+
+  constructor (source: IpAddress, limits: ProxyLimits) {
+    // `timeout` is also what free sockets may sit idle in the pool (shortened by a Keep-Alive: timeout hint).
+    super({ keepAlive: true, timeout: limits.idleTimeoutMs, scheduling: 'lifo' })
+    this.#source = source
+    this.#connectTimeoutMs = limits.connectTimeoutMs
+    this.#idleTimeoutMs = limits.idleTimeoutMs
+  }
+
+  override createConnection (options: ClientRequestArgs): Duplex {
+    const host = options.host ?? options.hostname ?? ''
+    const port = Number(options.port)
+    const socket = netConnect({ host, port, localAddress: this.#source.address, family: this.#source.family })
+    const timer = setTimeout(() => {
+      socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${host} port ${port} timed out after ${this.#connectTimeoutMs} ms`))
+    }, this.#connectTimeoutMs).unref()
+    socket.once('connect', () => clearTimeout(timer))
+    socket.once('close', () => clearTimeout(timer))
+    socket.setTimeout(this.#idleTimeoutMs)
+    socket.on('timeout', () => {
+      socket.destroy(new EgressError('ERR_UPSTREAM_IDLE_TIMEOUT', `no traffic from ${host} port ${port} for ${this.#idleTimeoutMs} ms`))
+    })
+    return socket
+  }
+
+  /** A pooled socket may have been given the destination's shorter Keep-Alive hint while free; in use, the idle deadline applies again. */
+  override reuseSocket (socket: Duplex, request: ClientRequest): void {
+    super.reuseSocket(socket, request)
+    ;(socket as Socket).setTimeout(this.#idleTimeoutMs)
+  }
+}
+
+export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer {
+  const { config, resolver, logger: log, metrics } = opts
+  const limits: ProxyLimits = { ...DEFAULT_LIMITS, ...opts.limits }
+  const source = parseIpAddress(opts.sourceAddress)
+  if (source === null) throw new TypeError(`sourceAddress '${opts.sourceAddress}' is not an IP address`)
+  // Swapped as a whole by update() (SIGHUP): a request sees the old rules or the new ones, never a mix.
+  let rules = { acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts }
+  const listener = String(config.port)
+  const labels = { mode: MODE, listener }
+  const upstreamBytes = metrics.bytesTotal.labels({ ...labels, direction: 'upstream' })
+  const downstreamBytes = metrics.bytesTotal.labels({ ...labels, direction: 'downstream' })
+  const recordOutcome = (outcome: Outcome): void => { metrics.connectionOutcomes.inc({ ...labels, outcome }) }
+
+  const agent = new EgressAgent(source, limits)
+  const proxy = new ProxyServer({})
+  const states = new WeakMap<IncomingMessage, RequestState>()
+  const tracked = new Set<Socket>()
+  let draining = false
+
+  const server = createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    // The whole-request deadline would cut long uploads; idle and header deadlines cover abuse.
+    requestTimeout: 0,
+    keepAliveTimeout: Math.min(5_000, limits.idleTimeoutMs),
+    // How often the header deadline is checked (Node's default, 30 s, would make it meaningless).
+    connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
+    insecureHTTPParser: false
+  })
+  server.setTimeout(limits.idleTimeoutMs)
+  server.maxConnections = limits.maxConnections
+
+  // ---- shared passes ---------------------------------------------------------------------------
+
+  const clientOf = (socket: Socket): string => parseIpAddress(socket.remoteAddress ?? '')?.address ?? String(socket.remoteAddress)
+
+  const clientPass = (socket: Socket): Refusal | null => {
+    const client = parseIpAddress(socket.remoteAddress ?? '')
+    if (client !== null && rules.clientAllowed(client)) return null
+    return { status: 403, reason: `denied: client ${clientOf(socket)} may not use this proxy (EGRESS_HTTP_PROXY_CLIENTS)`, outcome: 'denied' }
+  }
+
+  const destinationPass = async (socket: Socket, target: RequestTarget, method: string): Promise<GuardResult> => {
+    const client = clientOf(socket)
+    const where = formatTarget(target)
+    const a = await admit(rules.acl, resolver, target.host, source.family)
+    if (a.kind === 'unresolved') {
+      log.warn({ client, method, target: where, code: a.code, err: a.error ?? undefined }, 'destination does not resolve')
+      return { ok: false, refusal: { status: 503, reason: `${formatHost(target.host)} does not resolve (${a.code})`, outcome: 'unresolved' } }
+    }
+    const d = a.decision
+    const rule = d.rule === 'default' ? 'default' : String(d.rule.line)
+    metrics.aclDecisions.inc({ action: d.action, rule })
+    // One line per decision: who, where to, which address, which rule, the verdict.
+    log.info({
+      event: 'acl', client, method, target: where, address: a.kind === 'allow' ? a.address.address : d.address?.address ?? null,
+      action: d.action, rule, ruleText: d.rule === 'default' ? null : d.rule.text
+    }, `${d.action} ${method} ${where}`)
+    if (a.kind === 'deny') return { ok: false, refusal: { status: 403, reason: describeDenial(d), outcome: 'denied' } }
+    if (a.kind === 'no-route') {
+      return { ok: false, refusal: { status: 502, reason: `no allowed address of ${where} is IPv${source.family} like the egress source`, outcome: 'error' } }
+    }
+    return { ok: true, address: a.address }
+  }
+
+  // ---- plain HTTP ------------------------------------------------------------------------------
+
+  const reply = (req: IncomingMessage, res: ServerResponse, refusal: Refusal, finish: (o: Outcome) => void): void => {
+    const level = refusal.status >= 500 ? 'warn' : 'info'
+    log[level]({ client: clientOf(req.socket), method: req.method, target: req.url, status: refusal.status, outcome: refusal.outcome, reason: refusal.reason }, 'request refused')
+    finish(refusal.outcome)
+    if (res.headersSent || res.destroyed) { res.destroy(); return }
+    const body = `${refusal.reason}\n`
+    // Close after every refusal: an unread request body must not be parsed as the next request.
+    res.writeHead(refusal.status, STATUS_TEXT[refusal.status], {
+      'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close'
+    })
+    res.end(body)
+  }
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
+    let recorded = false
+    const finish = (outcome: Outcome): void => { if (!recorded) { recorded = true; recordOutcome(outcome) } }
+    res.on('close', () => finish(res.writableFinished ? 'ok' : 'aborted'))
+    res.on('finish', () => { if (draining) setImmediate(() => server.closeIdleConnections()) })
+    req.on('error', () => { /* client reset: res 'close' records it */ })
+    const refuse = (refusal: Refusal): void => reply(req, res, refusal, finish)
+
+    // pass: method — CONNECT never arrives here (the 'connect' event has it), anything else is forwarded
+    if (req.method === undefined || req.method === 'CONNECT') return refuse({ status: 400, reason: 'bad method', outcome: 'bad-request' })
+    // pass: client
+    const denied = clientPass(req.socket)
+    if (denied !== null) return refuse(denied)
+    // pass: target — origin-form means the client talks to the proxy as if it were the server
+    const url = req.url ?? ''
+    if (url.startsWith('/') || url === '*') {
+      return refuse({ status: 400, reason: 'this is a forward proxy: send requests in absolute form (http://host/path) or use CONNECT', outcome: 'bad-request' })
+    }
+    const parsed = parseAbsoluteTarget(url)
+    if (!parsed.ok) return refuse({ status: 400, reason: parsed.reason, outcome: 'bad-request' })
+    const { target, path } = parsed.value
+    // pass: framing — http-proxy-3 rewrites DELETE/OPTIONS without Content-Length to `Content-Length: 0`,
+    // which would send a chunked body unframed: ask the client for a length instead.
+    const chunked = req.headers['transfer-encoding'] !== undefined
+    if (chunked && (req.method === 'DELETE' || req.method === 'OPTIONS')) {
+      return refuse({ status: 411, reason: `${req.method} with a chunked body needs a Content-Length`, outcome: 'bad-request' })
+    }
+
+    // pass: destination (ACL after one lookup), then stream
+    destinationPass(req.socket, target, req.method).then(guard => {
+      if (!guard.ok) return refuse(guard.refusal)
+      if (res.destroyed || req.socket.destroyed) return finish('aborted')
+      states.set(req, { client: clientOf(req.socket), target, address: guard.address, finish })
+      // While a request is in flight the upstream socket's idle deadline decides (504, or a cut
+      // response): a client quietly waiting for a slow destination is not idle.
+      res.on('timeout', () => {})
+      req.headers = upstreamRequestHeaders(req.headers, target.authority, chunked) as IncomingHttpHeaders
+      req.url = path
+      if (expectContinue) res.writeContinue()
+      proxy.web(req, res, {
+        target: { protocol: 'http:', host: guard.address.address, port: target.port },
+        agent,
+        localAddress: source.address,
+        // toProxy + no prependPath: the path goes upstream exactly as the client wrote it
+        toProxy: true,
+        prependPath: false,
+        selfHandleResponse: true,
+        xfwd: false
+      }, (err: Error) => {
+        const refusal = upstreamFailure(err)
+        log.warn({ client: clientOf(req.socket), target: formatTarget(target), address: guard.address.address, err }, 'upstream request failed')
+        reply(req, res, refusal, finish)
+      })
+      req.on('data', (chunk: Buffer) => upstreamBytes.inc(chunk.length))
+    }).catch((err: unknown) => {
+      log.error({ err }, 'request handler failed')
+      finish('error')
+      res.destroy()
+    })
+  }
+
+  proxy.on('proxyRes', (proxyRes, req, res) => {
+    const state = states.get(req)
+    proxyRes.on('error', () => { /* pipeline below reports it */ })
+    if (state === undefined || res.destroyed || res.headersSent) { proxyRes.destroy(); return }
+    try {
+      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, downstreamResponseHeaders(proxyRes.rawHeaders, draining))
+    } catch (err) {
+      // A header Node's client accepted but its server refuses to write (ERR_INVALID_CHAR, …).
+      proxyRes.destroy()
+      reply(req, res, { status: 502, reason: `invalid response from the destination: ${(err as Error).message}`, outcome: 'error' }, state.finish)
+      return
+    }
+    proxyRes.on('data', (chunk: Buffer) => downstreamBytes.inc(chunk.length))
+    pipeline(proxyRes, res, err => {
+      if (err === undefined || err === null) return
+      // Upstream died mid-body: the client must see a truncated response, not a clean end.
+      if (!res.destroyed) res.destroy()
+      const clientGone = (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' && req.socket.destroyed
+      if (!clientGone) log.warn({ client: state.client, target: formatTarget(state.target), err }, 'upstream response broke off')
+      state.finish(clientGone ? 'aborted' : 'error')
+    })
+  })
+  proxy.on('error', (err) => { log.error({ err }, 'http-proxy-3 error') })
+
+  server.on('request', (req, res) => onRequest(req, res, false))
+  // Answer 100 Continue only once the destination is allowed.
+  server.on('checkContinue', (req, res) => onRequest(req, res, true))
+
+  // ---- CONNECT ---------------------------------------------------------------------------------
+
+  const tunnelContext = (): TunnelContext => {
+    let recorded = false
+    return {
+      source,
+      connectPorts: rules.connectPorts,
+      connectTimeoutMs: limits.connectTimeoutMs,
+      idleTimeoutMs: limits.idleTimeoutMs,
+      logger: log,
+      upstreamBytes,
+      downstreamBytes,
+      clientPass,
+      guard: destinationPass,
+      finish: (outcome) => { if (!recorded) { recorded = true; recordOutcome(outcome) } }
+    }
+  }
+  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    handleConnect(tunnelContext(), req, socket as Socket, head)
+  })
+
+  // ---- connections, malformed requests, drain --------------------------------------------------
+
+  let onIdle: (() => void) | null = null
+  server.on('connection', (socket: Socket) => {
+    tracked.add(socket)
+    metrics.connectionsTotal.inc(labels)
+    metrics.connectionsActive.inc(labels)
+    socket.once('close', () => {
+      tracked.delete(socket)
+      metrics.connectionsActive.dec(labels)
+      if (tracked.size === 0) onIdle?.()
+    })
+  })
+  server.on('drop', (data?: { remoteAddress?: string }) => {
+    log.warn({ client: data?.remoteAddress, maxConnections: limits.maxConnections }, 'connection dropped: too many connections')
+  })
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    const code = err.code ?? ''
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) { socket.destroy(); return }
+    const [status, text, outcome]: [number, string, Outcome] =
+      code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'bad-request']
+        : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'timeout']
+          : [400, 'Bad Request', 'bad-request']
+    log.info({ client: clientOf(socket as Socket), code, status, reason: err.message }, 'malformed or slow request')
+    recordOutcome(outcome)
+    // As Node's default: answer only when no response has started on this connection, then drop it.
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
+    if (inFlight?.headersSent !== true) {
+      socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
+    }
+    socket.destroy()
+  })
+  server.on('error', (err) => { log.error({ err }, 'http proxy listener error') })
+
+  let closing: Promise<void> | null = null
+  const extraListeners: NetServer[] = []
+
+  return {
+    server,
+    activeConnections: () => tracked.size,
+
+    listen (host, port) {
+      return new Promise((resolve, reject) => {
+        const onError = (err: Error): void => reject(err)
+        if (!server.listening && extraListeners.length === 0) {
+          server.once('error', onError)
+          server.listen(port, host, () => {
+            server.removeListener('error', onError)
+            resolve(server.address() as AddressInfo)
+          })
+          return
+        }
+        // One http.Server listens once; further addresses hand their connections to it.
+        const extra = createNetServer({ allowHalfOpen: true, noDelay: true }, socket => server.emit('connection', socket))
+        extra.maxConnections = limits.maxConnections
+        extra.on('drop', (data?: { remoteAddress?: string }) => server.emit('drop', data))
+        extra.once('error', onError)
+        extra.listen(port, host, () => {
+          extra.removeListener('error', onError)
+          extra.on('error', (err) => { log.error({ err }, 'http proxy listener error') })
+          extraListeners.push(extra)
+          resolve(extra.address() as AddressInfo)
+        })
+      })
+    },
+
+    update (next) {
+      if (next.port !== config.port) log.warn({ port: config.port, requested: next.port }, 'the http proxy port changes only on restart')
+      rules = { acl: compileAcl(next.acl), clientAllowed: compileClientFilter(next.clients), connectPorts: next.connectPorts }
+      log.info({ rules: next.acl.length }, 'http proxy ACL updated')
+    },
+
+    close (drainMs) {
+      closing ??= new Promise<void>(resolve => {
+        draining = true
+        let listenerClosed = !server.listening
+        const finishIfDone = (): void => {
+          if (!listenerClosed || tracked.size > 0) return
+          clearTimeout(deadline)
+          agent.destroy()
+          resolve()
+        }
+        const deadline = setTimeout(() => {
+          log.info({ remaining: tracked.size }, 'drain deadline: closing the remaining connections')
+          for (const socket of tracked) socket.destroy()
+        }, drainMs)
+        deadline.unref()
+        onIdle = finishIfDone
+        for (const extra of extraListeners) extra.close()
+        if (server.listening) server.close(() => { listenerClosed = true; finishIfDone() })
+        server.closeIdleConnections()
+        finishIfDone()
+      })
+      return closing
+    }
+  }
+}
