@@ -64,6 +64,8 @@ export function buildProgram (setExit: (code: number) => void): Command {
     .description('Linux egress router: sends client traffic out from one reserved source IP on a macvlan (redirect, http-proxy and dns-proxy modes)')
     .showHelpAfterError()
     .enablePositionalOptions()
+    // before the subcommands: they inherit it, so a usage error anywhere becomes exit 2 instead of process.exit
+    .exitOverride()
 
   addConfigOptions(program.command('run', { isDefault: true })
     .description('run in the mode of EGRESS_ROUTER_MODE (the default command)'))
@@ -110,7 +112,6 @@ export function buildProgram (setExit: (code: number) => void): Command {
 export async function main (argv: string[]): Promise<void> {
   let code = EXIT_OK
   const program = buildProgram((c) => { code = c })
-  program.exitOverride()
   try {
     await program.parseAsync(argv)
   } catch (err) {

@@ -45,8 +45,8 @@ function clientRequests (mode: LabMode, ipv6: boolean): Array<{ what: string, ar
   switch (mode) {
     case 'redirect':
       return [
-        { what: `tcp ${a.routerPod}:80 → ${a.dest}:80`, argv: [...curl, `http://${router}:80/`] },
-        { what: `tcp ${a.routerPod}:8080 → ${a.dest}:80 (port rewrite)`, argv: [...curl, `http://${router}:8080/`] }
+        { what: `tcp ${router}:80 → ${bracket(a.dest)}:80`, argv: [...curl, `http://${router}:80/`] },
+        { what: `tcp ${router}:8080 → ${bracket(a.dest)}:80 (port rewrite)`, argv: [...curl, `http://${router}:8080/`] }
       ]
     case 'http-proxy':
       return [
@@ -55,8 +55,8 @@ function clientRequests (mode: LabMode, ipv6: boolean): Array<{ what: string, ar
       ]
     case 'dns-proxy':
       return [
-        { what: `tcp ${a.routerPod}:8000 → ${LAB_DEST_NAME}:80 (resolved by the router)`, argv: [...curl, `http://${router}:8000/`] },
-        { what: `tcp ${a.routerPod}:8001 → ${a.dest}:80`, argv: [...curl, `http://${router}:8001/`] }
+        { what: `tcp ${router}:8000 → ${LAB_DEST_NAME}:80 (resolved by the router)`, argv: [...curl, `http://${router}:8000/`] },
+        { what: `tcp ${router}:8001 → ${bracket(a.dest)}:80`, argv: [...curl, `http://${router}:8001/`] }
       ]
   }
 }
