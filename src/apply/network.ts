@@ -125,7 +125,19 @@ async function routeSpec (nl: Rtnl, plan: RoutePlan, links: Map<string, number>)
   }
 }
 
+/** An optional sysctl the kernel does not have (ENOENT) is skipped: there is nothing to set. */
+async function sysctlMissing (s: SysctlPlan): Promise<boolean> {
+  if (s.optional !== true) return false
+  try {
+    await readSysctl(s.path)
+    return false
+  } catch (err) {
+    return (err as { errno?: string }).errno === 'ENOENT'
+  }
+}
+
 async function applySysctl (s: SysctlPlan, undo: UndoStack | null): Promise<void> {
+  if (await sysctlMissing(s)) return
   const change = await writeSysctl(s.path, s.value)
   if (change.changed && undo !== null) undo.push(`restore sysctl ${s.path}=${change.old}`, async () => await writeSysctl(s.path, change.old))
 }
@@ -237,6 +249,7 @@ export async function diffNetwork (plan: NetworkPlan, nl: Rtnl): Promise<Network
   if (!link.up) drifts.push({ kind: 'link-down', description: `link ${name} is down` })
 
   for (const s of plan.sysctls) {
+    if (await sysctlMissing(s)) continue
     let actual: string
     try {
       actual = await readSysctl(s.path)

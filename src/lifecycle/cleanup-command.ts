@@ -5,18 +5,10 @@
  */
 import { cleanupNetwork } from '../apply/network.js'
 import { NetlinkHandle } from '../netlink/handle.js'
-import { createNftRunner, type NftListing } from '../nft/runner.js'
+import { createNftRunner } from '../nft/runner.js'
 import { OWNER_COMMENT } from '../plan/ruleset.js'
 import { ROUTE_TABLE, RULE_PRIORITY_FROM, RULE_PRIORITY_MARK, NFT_TABLE } from '../plan/marks.js'
 import { createLogger, type LogFormat } from '../observe/log.js'
-
-/** Our tables carry `comment "managed by egress-router"`; a table of that name without it is someone else's. */
-export function ownedByUs (listing: NftListing): boolean {
-  return listing.nftables.some((o) => {
-    const table = (o as { table?: { comment?: string } }).table
-    return table !== undefined && table.comment === OWNER_COMMENT
-  })
-}
 
 export async function cleanupCommand (env: Record<string, string | undefined>, flags: Record<string, string | undefined>, opts: { logFormat?: LogFormat }): Promise<number> {
   const logger = createLogger({ level: 'info', format: opts.logFormat })
@@ -26,9 +18,9 @@ export async function cleanupCommand (env: Record<string, string | undefined>, f
   let failed = false
   for (const family of ['ip', 'ip6'] as const) {
     try {
-      const listing = await nft.listTable(family, NFT_TABLE)
-      if (listing === null) continue
-      if (!ownedByUs(listing)) {
+      const comment = await nft.tableComment(family, NFT_TABLE)
+      if (comment === null) continue
+      if (comment !== OWNER_COMMENT) {
         logger.warn({ table: `${family} ${NFT_TABLE}` }, `nft table ${family} ${NFT_TABLE} does not carry our comment; left alone`)
         continue
       }

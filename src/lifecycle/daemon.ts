@@ -118,7 +118,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       const p = plan as Plan | null
       const removed = p === null || nl === null ? [] : await cleanupNetwork(cleanupTargets(p.network), nl)
       for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
-      logger.info({ event: 'cleanup', what: 'network', undone: undone.map((u) => u), removed }, 'network changes removed')
+      logger.info({ event: 'cleanup', what: 'network', undone, removed }, 'network changes removed')
       if (failed.length > 0) throw new Error(`network cleanup: ${failed.map((f) => f.name).join(', ')} failed`)
     }
   })
@@ -151,7 +151,15 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     }
     rollingBack = false
     // the old router announced at 0 s and again at 2 s before it exited: so do we
-    const again = await (network as ApplyNetworkResult | null)?.reannounced
+    // Its timer is unref()ed so that it never holds a daemon open: awaiting it alone would let the event loop
+    // drain and the process exit right here (exit 0, without the announcement or the init-done line).
+    const hold = setInterval(() => {}, 60_000)
+    let again: Awaited<ApplyNetworkResult['reannounced']> | undefined
+    try {
+      again = await (network as ApplyNetworkResult | null)?.reannounced
+    } finally {
+      clearInterval(hold)
+    }
     if (again != null && 'error' in again) logger.warn({ err: again.error }, 'second neighbour announcement failed')
     logger.info({ event: 'init-done' }, 'set up; exiting (init mode)')
     ;(nl as Rtnl | null)?.close()

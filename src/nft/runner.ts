@@ -25,6 +25,11 @@ export interface NftRunner {
   listTable (family: NftFamily, table: string): Promise<NftListing | null>
   /** Deletes the table with everything in it; a table that is already gone is success. */
   deleteTable (family: NftFamily, table: string): Promise<void>
+  /**
+   * The table's own comment (`add table … { comment "…"; }`); null when the table does not exist, '' when it has
+   * none. Read from the text listing: nft 1.0.6 leaves table and chain comments out of its JSON.
+   */
+  tableComment (family: NftFamily, table: string): Promise<string | null>
   /** Once at start: nft is there, which version, and we may change rules (CAP_NET_ADMIN). */
   probe (): Promise<NftProbe>
 }
@@ -136,6 +141,17 @@ export class ExecNft implements NftRunner {
       throw new NftError(`nft -j list table ${family} ${table} printed JSON without an nftables array`, r.stdout.slice(0, 200), r.code)
     }
     return parsed as NftListing
+  }
+
+  async tableComment (family: NftFamily, table: string): Promise<string | null> {
+    const r = await this.#run(['list', 'table', family, table], null)
+    if (r.code !== 0) {
+      if (/No such file or directory/.test(r.stderr)) return null
+      throw new NftError(`nft could not list table ${family} ${table}`, shorten(r.stderr), r.code)
+    }
+    // `table ip NAME {` then, before the first chain/set/map, an optional `comment "…"` line
+    const head = r.stdout.split(/\n\s*(?:chain|set|map|flowtable|ct|counter|quota|limit|synproxy) /)[0] ?? ''
+    return /^\s*comment "([^"]*)"\s*$/m.exec(head)?.[1] ?? ''
   }
 
   async deleteTable (family: NftFamily, table: string): Promise<void> {
@@ -255,6 +271,13 @@ export class FakeNft implements NftRunner {
       }
     }
     return { nftables: items }
+  }
+
+  async tableComment (family: NftFamily, table: string): Promise<string | null> {
+    this.calls.push({ op: 'tableComment', arg: `${family} ${table}` })
+    this.#takeFailure()
+    const t = this.#state.find(x => x.family === family && x.name === table)
+    return t === undefined ? null : t.comment ?? ''
   }
 
   async deleteTable (family: NftFamily, table: string): Promise<void> {

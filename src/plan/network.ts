@@ -59,6 +59,11 @@ export function planNetwork (config: Config, facts: HostFacts): NetworkPlan {
     sysctls.push({ path: `net/ipv6/conf/${link}/ndisc_notify`, value: '1', why: 'unsolicited neighbour advertisement when the link comes up' })
     sysctls.push({ path: `net/ipv6/conf/${link}/accept_ra`, value: '0', why: 'the macvlan takes no router advertisements: its routes are ours' })
   }
+  if (host && family === 4) {
+    // Otherwise the kernel gives the macvlan a link-local address and puts fe80::/64 dev macvlan0 into the host's
+    // IPv6 main table: host routing promises to leave the main tables alone.
+    sysctls.push({ path: `net/ipv6/conf/${link}/disable_ipv6`, value: '1', why: 'no IPv6 link-local route in the host\'s main table', optional: true })
+  }
   if (config.mode === 'init' || config.mode === 'redirect') {
     if (family === 4) {
       // IPv4 forwarding is decided per input interface (IN_DEV_FORWARD): no need to turn the whole host into a router.

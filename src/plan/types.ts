@@ -71,6 +71,8 @@ export interface SysctlPlan {
   readonly path: string
   readonly value: string
   readonly why: string
+  /** skipped when the kernel has no such file (an IPv6 setting on a kernel booted without IPv6) */
+  readonly optional?: boolean
 }
 
 export interface NetworkPlan {
