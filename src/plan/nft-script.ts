@@ -41,6 +41,8 @@ function renderMatch (m: Match): string {
     case 'ct-state': return `ct state ${m.states.join(',')}`
     case 'ct-direction': return `ct direction ${m.direction}`
     case 'ct-mark': return `ct mark ${hex(m.mark)}`
+    case 'ct-status-dnat': return 'ct status dnat'
+    case 'not-oifname': return `oifname != ${quote(m.name)}`
     case 'icmp-type': return m.types.length === 1
       ? `${m.protocol} type ${m.types[0]}`
       : `${m.protocol} type { ${m.types.join(', ')} }`

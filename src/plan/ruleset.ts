@@ -60,6 +60,10 @@ export type Match =
   | { readonly kind: 'ct-direction', readonly direction: 'original' | 'reply' }
   /** `ct mark 0x...` */
   | { readonly kind: 'ct-mark', readonly mark: number }
+  /** `ct status dnat`: the connection was redirected by our DNAT */
+  | { readonly kind: 'ct-status-dnat' }
+  /** `oifname != "NAME"` */
+  | { readonly kind: 'not-oifname', readonly name: string }
   /** `icmp type { ... }` / `icmpv6 type { ... }` */
   | { readonly kind: 'icmp-type', readonly protocol: 'icmp' | 'icmpv6', readonly types: readonly string[] }
 
@@ -197,7 +201,14 @@ export function buildRuleset (config: Config, opts: { readonly macvlan: string }
     priority: { base: 'filter', offset: 0 },
     rules: [
       rule([{ kind: 'iifname', name: lan }, established], { kind: 'accept' }, 'replies from the LAN'),
-      rule([{ kind: 'iifname', name: lan }], { kind: 'drop' }, 'no new connections from the LAN', { counter: true })
+      rule([{ kind: 'iifname', name: lan }], { kind: 'drop' }, 'no new connections from the LAN', { counter: true }),
+      // Fail closed: a redirected connection leaves from EGRESS_SOURCE or not at all. Without this, a missing
+      // macvlan or route (before setup, or while someone deletes it) would send clients' traffic out another
+      // link with their own source address.
+      ...(redirect === null
+        ? []
+        : [rule([{ kind: 'ct-direction', direction: 'original' }, { kind: 'ct-status-dnat' }, { kind: 'not-oifname', name: lan }],
+            { kind: 'drop' }, 'redirected traffic leaves only through the macvlan', { counter: true })])
     ]
   })
 

@@ -62,6 +62,7 @@ add rule ip egress_router filter_input iifname "macvlan0" ct state established,r
 add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
   },
@@ -86,6 +87,7 @@ add rule ip egress_router filter_input iifname "macvlan0" ct state established,r
 add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
   },
@@ -112,6 +114,7 @@ add rule ip egress_router filter_input iifname "eth0" meta l4proto tcp counter r
 add rule ip egress_router filter_input iifname "eth0" counter reject with icmp port-unreachable comment "no rule for this port"
 add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
   },
@@ -174,6 +177,7 @@ add rule ip egress_router filter_input iifname "macvlan0" ct state established,r
 add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
   },
@@ -201,6 +205,7 @@ add rule ip6 egress_router filter_input iifname "eth0" meta l4proto tcp counter 
 add rule ip6 egress_router filter_input iifname "eth0" counter reject with icmpv6 port-unreachable comment "no rule for this port"
 add rule ip6 egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip6 egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip6 egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip6 egress_router nat_postrouting oifname "macvlan0" counter snat to 2001:db8::99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
   }

@@ -47,6 +47,7 @@ add rule ip egress_router filter_input iifname "macvlan0" ct state established,r
 add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 
 listeners:
