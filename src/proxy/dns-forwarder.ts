@@ -164,18 +164,25 @@ function endpointText (address: string | undefined, port: number | undefined): s
 }
 
 /**
- * The addresses to try for one connection: round robin from `start`, addresses that failed
- * recently moved to the end (still tried: a penalty is a guess, not a verdict).
+ * The addresses to try for one connection: the addresses that did not fail recently first, taken
+ * round robin among themselves (connection number `start` begins at the (start mod n)-th of them),
+ * then the ones that failed recently, in the same rotation (still tried: a penalty is a guess, not a
+ * verdict). Rotating among the healthy ones only keeps the load even while one address is down:
+ * rotating over all of them would hand a down address's turn to its neighbour, doubling its share.
  */
 export function attemptOrder (addresses: readonly IpAddress[], start: number, penalised: (a: IpAddress) => boolean): IpAddress[] {
-  const n = addresses.length
   const fresh: IpAddress[] = []
   const tired: IpAddress[] = []
-  for (let i = 0; i < n; i++) {
-    const a = addresses[(start + i) % n] as IpAddress
+  for (const a of addresses) {
     if (penalised(a)) tired.push(a); else fresh.push(a)
   }
-  return fresh.concat(tired)
+  return rotate(fresh, start).concat(rotate(tired, start))
+}
+
+function rotate<T> (list: readonly T[], start: number): T[] {
+  if (list.length === 0) return []
+  const k = start % list.length
+  return list.slice(k).concat(list.slice(0, k))
 }
 
 // ---- one forwarder ------------------------------------------------------------------------------
@@ -341,7 +348,9 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   const dispatch = async (conn: Conn): Promise<void> => {
     const port = forward.targetPort
     const order = attemptOrder(addresses, next, penalised)
-    next = (next + 1) % Math.max(addresses.length, 1)
+    // A plain counter, taken modulo the number of candidates in attemptOrder (which varies with
+    // the penalties); wrapped long before it could lose integer precision.
+    next = next >= 0x7fffffff ? 0 : next + 1
     let failure: Outcome = 'unresolved'
     let error: Error | undefined
     let attempts = 0

@@ -106,6 +106,12 @@ export function pipe (a: Socket, b: Socket, opts: PipeOptions = {}): Promise<Pip
       dst.on('drain', () => { src.resume() })
       // FIN from src: forward it. The socket closes itself once its own direction has ended too.
       src.on('end', () => { if (failure === null) dst.end() })
+      // The FIN may have come before the relay started: a client that half-closes right after
+      // connecting (sends nothing, then waits for the answer) while the upstream connect is still
+      // in progress. An accepted socket reads on its own, so with nothing buffered its 'end' has
+      // already been emitted and will not come again — forward that FIN now, or the destination
+      // never sees it and the relay hangs until the idle timeout.
+      if (src.readableEnded) dst.end()
     }
 
     let goneOnEntry = false
