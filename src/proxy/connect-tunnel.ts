@@ -62,8 +62,20 @@ export function upstreamFailure (error: unknown): Refusal {
   return { status: 502, reason: `upstream connection failed: ${what}`, outcome: 'error' }
 }
 
-/** A complete HTTP/1.1 error answer written on a raw socket, then our side is closed. */
-export function answerOnSocket (socket: Socket, refusal: Refusal): void {
+/**
+ * How long a refused CONNECT client gets to read the answer and close its side before the connection is
+ * dropped. Without it a client that never closes would hold the connection (and a file descriptor) until
+ * the idle timeout — minutes — for nothing.
+ */
+export const REFUSAL_LINGER_MS = 2_000
+
+/**
+ * A complete HTTP/1.1 error answer written on a raw socket, then our side is closed. Whatever the client
+ * still sends is read and discarded (closing with unread data would make the kernel send a RST, which may
+ * destroy the answer before the client read it); the connection ends when the client closes its side, or
+ * lingerMs after the answer at the latest.
+ */
+export function answerOnSocket (socket: Socket, refusal: Refusal, lingerMs = REFUSAL_LINGER_MS): void {
   if (socket.destroyed) return
   const body = `${refusal.reason}\n`
   socket.end(
@@ -72,9 +84,10 @@ export function answerOnSocket (socket: Socket, refusal: Refusal): void {
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     'Connection: close\r\n\r\n' + body
   )
-  // Discard whatever else the client sends; the socket closes when the client closes its side
-  // (or at the idle timeout).
   socket.resume()
+  // A plain timer, not socket.setTimeout: a client that keeps sending must not keep the connection either.
+  const linger = setTimeout(() => { socket.destroy() }, lingerMs).unref()
+  socket.once('close', () => { clearTimeout(linger) })
 }
 
 /**
