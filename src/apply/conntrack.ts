@@ -68,3 +68,66 @@ export async function deleteStaleConntrack (before: RedirectConfig, after: Redir
   }
   return deleted
 }
+
+// ---- flows carrying our mark (host routing: the drain before cleanup) ---------------------------
+
+/** One line of `conntrack -L`: what the drain needs to know of a flow. */
+export interface ConntrackFlow {
+  readonly protocol: string
+  /** seconds until the kernel forgets the entry */
+  readonly timeoutS: number
+  /** TCP state (ESTABLISHED, TIME_WAIT, …); null for protocols without one */
+  readonly state: string | null
+  readonly assured: boolean
+}
+
+/** Pure: parses `conntrack -L` lines (`tcp 6 431999 ESTABLISHED src=… [ASSURED] mark=25970 use=1`). */
+export function parseConntrackList (text: string): ConntrackFlow[] {
+  const out: ConntrackFlow[] = []
+  for (const line of text.split('\n')) {
+    const f = line.trim().split(/\s+/)
+    if (f.length < 4) continue
+    const timeoutS = Number(f[2])
+    if (!Number.isFinite(timeoutS)) continue
+    const state = /^[A-Z_]+$/.test(f[3] as string) ? f[3] as string : null
+    out.push({ protocol: f[0] as string, timeoutS, state, assured: line.includes('[ASSURED]') })
+  }
+  return out
+}
+
+/** UDP timeouts of the namespace (sysctl nf_conntrack_udp_timeout[_stream]); the kernel defaults when unreadable. */
+export interface UdpTimeouts { readonly unreplied: number, readonly stream: number }
+
+/**
+ * Pure: is a flow still carrying traffic? TCP: any state but TIME_WAIT and CLOSE (a half-closed connection still
+ * moves data). UDP and others have no state: a flow counts as live when a packet passed within `recentS`, told by
+ * how much of its timeout is left (every packet resets it to the full timeout).
+ */
+export function isLiveFlow (f: ConntrackFlow, udp: UdpTimeouts, recentS = 5): boolean {
+  if (f.state !== null) return f.state !== 'TIME_WAIT' && f.state !== 'CLOSE'
+  const full = f.protocol === 'udp' && f.assured ? udp.stream : udp.unreplied
+  return f.timeoutS > full - recentS
+}
+
+function conntrack (args: readonly string[]): Promise<{ code: number, stdout: string, stderr: string, missing: boolean }> {
+  return new Promise((resolve) => {
+    execFile('conntrack', [...args], { timeout: 5000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const e = err as (NodeJS.ErrnoException & { code?: number | string }) | null
+      resolve({ code: e === null ? 0 : typeof e.code === 'number' ? e.code : 1, stdout, stderr, missing: e?.code === 'ENOENT' })
+    })
+  })
+}
+
+/** Equivalent to: conntrack -L -f ipv4|ipv6 -m MARK. Null when conntrack-tools is not installed or the listing failed. */
+export async function listMarkedFlows (family: 4 | 6, mark: number): Promise<ConntrackFlow[] | null> {
+  const r = await conntrack(['-L', '-f', family === 4 ? 'ipv4' : 'ipv6', '-m', String(mark)])
+  if (r.missing || r.code !== 0) return null
+  return parseConntrackList(r.stdout)
+}
+
+/** Equivalent to: conntrack -D -f ipv4|ipv6 -m MARK. Returns how many entries went (0 when none, or no conntrack). */
+export async function deleteMarkedFlows (family: 4 | 6, mark: number): Promise<number> {
+  const r = await conntrack(['-D', '-f', family === 4 ? 'ipv4' : 'ipv6', '-m', String(mark)])
+  const m = /(\d+) flow entries have been deleted/.exec(r.stderr)
+  return m === null ? 0 : Number(m[1])
+}

@@ -1,7 +1,9 @@
 /**
  * Self-healing: every interval, compare the kernel with the plan — our nft table (by fingerprint of
  * `nft -j list table`) and the network (address, routes, rules, link up) — log what drifted, and restore it.
- * One check at a time; a failed repair is logged and tried again on the next tick.
+ * One check at a time; a failed repair is logged and tried again on the next tick. Checks and applies (a reload's
+ * applyRules) never overlap: a check that listed the table just before a reload applied new rules would otherwise
+ * take the new rules for drift and "repair" them back to the old plan.
  */
 import type { Logger } from 'pino'
 import type { Metrics } from '../observe/metrics.js'
@@ -27,6 +29,8 @@ export class Reconciler {
   #expectedJson: NftListing | null = null
   #timer: NodeJS.Timeout | null = null
   #running: Promise<void> | null = null
+  /** tail of the queue that serialises checks and applies */
+  #queue: Promise<unknown> = Promise.resolve()
 
   constructor (opts: ReconcilerOptions) {
     this.#opts = opts
@@ -37,6 +41,16 @@ export class Reconciler {
 
   /** Applies the plan's nft script (one transaction) and remembers what the kernel made of it. */
   async applyRules (plan: Plan = this.#plan): Promise<string> {
+    return await this.#exclusive(async () => await this.#apply(plan))
+  }
+
+  #exclusive<T> (fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn)
+    this.#queue = run.catch(() => undefined)
+    return run
+  }
+
+  async #apply (plan: Plan): Promise<string> {
     this.#plan = plan
     await this.#opts.nft.apply(plan.nft.script)
     const json = await this.#opts.nft.listTable(plan.nft.family, plan.nft.table)
@@ -59,7 +73,7 @@ export class Reconciler {
   /** One check; concurrent calls share the one running. */
   async tick (): Promise<void> {
     if (this.#running !== null) return await this.#running
-    this.#running = this.#check().finally(() => { this.#running = null })
+    this.#running = this.#exclusive(async () => { await this.#check() }).finally(() => { this.#running = null })
     return await this.#running
   }
 
@@ -73,7 +87,7 @@ export class Reconciler {
       if (actual !== this.#expected) {
         const drift = describeDrift(this.#expectedJson, json)
         logger.warn({ event: 'drift', what: 'nft', table: `${plan.nft.family} ${plan.nft.table}`, drift }, 'nft rules drifted; restoring them')
-        await this.applyRules(plan)
+        await this.#apply(plan)
         metrics.reconcileRepairs.inc({ what: 'nft' })
         logger.info({ event: 'repaired', what: 'nft' }, 'nft rules restored')
       }

@@ -1,6 +1,8 @@
 /**
  * Wires one mode into a running daemon: host facts → plan → network → nft → listeners → reconcile, as
- * start/stop pairs. SIGTERM/SIGINT drain and stop (exit 0); SIGHUP re-reads the `_FILE` configurations.
+ * start/stop pairs. SIGTERM/SIGINT drain and stop (exit 0): the proxy modes close their listeners and let the
+ * connections in flight finish; redirect mode in host routing refuses new redirected connections and waits for the
+ * kernel's flows (redirect-drain.ts) before it removes its rules. SIGHUP re-reads the `_FILE` configurations.
  * A failed start rolls back what started and returns 1, naming the step.
  */
 import { readFileSync } from 'node:fs'
@@ -12,20 +14,22 @@ import { gatherFacts } from '../apply/facts.js'
 import { applyNetwork, cleanupNetwork, cleanupTargets, type ApplyNetworkResult } from '../apply/network.js'
 import { Reconciler } from '../apply/reconcile.js'
 import { UndoStack } from '../apply/undo.js'
-import { deleteStaleConntrack } from '../apply/conntrack.js'
+import { deleteMarkedFlows, deleteStaleConntrack } from '../apply/conntrack.js'
 import { NetlinkHandle } from '../netlink/handle.js'
 import type { Rtnl } from '../netlink/types.js'
 import { createNftRunner } from '../nft/runner.js'
 import { createHealthServer, Readiness } from '../observe/health.js'
 import { createLogger, type LogFormat } from '../observe/log.js'
 import { createMetrics, type Metrics } from '../observe/metrics.js'
-import { notify } from '../observe/sd-notify.js'
+import { notify, readyState, reloadingState, stoppingState } from '../observe/sd-notify.js'
+import { FWMARK } from '../plan/marks.js'
 import { buildPlan } from '../plan/plan.js'
 import type { Plan } from '../plan/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import { Lifecycle, StartError } from './hooks.js'
 import { watchGateway } from './gateway-check.js'
 import type { ModeServers } from './mode-servers.js'
+import { drainRedirect } from './redirect-drain.js'
 import { onSignals } from './signals.js'
 
 export interface DaemonOptions {
@@ -41,11 +45,14 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   const metrics = createMetrics()
   let notifiedReady = false
   const readiness = new Readiness((ready) => {
+    // Init mode sets up and exits: it never serves, so it has no readiness to report (its network check alone
+    // would otherwise read as "ready" before the rules are in place).
+    if (config.mode === 'init') return
     metrics.ready.set(ready ? 1 : 0)
     logger.info({ event: 'readiness', ready }, ready ? 'ready' : 'not ready')
     if (ready && !notifiedReady) {
       notifiedReady = true
-      void notify({ READY: '1', STATUS: `serving (${config.modeName})` })
+      void notify(readyState(`serving (${config.modeName})`))
     }
   })
   // Every check is known (and false) before anything starts: ready only when all of them have passed.
@@ -139,7 +146,10 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       if (!cleanOnStop()) return
       const p = plan as Plan
       await nft.deleteTable(p.nft.family, p.nft.table)
-      logger.info({ event: 'cleanup', what: 'nft' }, `nft table ${p.nft.family} ${p.nft.table} removed`)
+      // Flows still carrying our mark (cut at the drain deadline) would keep NAT bindings to an address that is
+      // gone: delete them so their next packet gets a reset instead of silence.
+      const flows = config.routing === 'host' ? await deleteMarkedFlows(config.source.family, FWMARK) : 0
+      logger.info({ event: 'cleanup', what: 'nft', flowsDeleted: flows }, `nft table ${p.nft.family} ${p.nft.table} removed`)
     }
   })
 
@@ -186,7 +196,17 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       stop: async () => { await servers?.close(config.drainTimeoutMs) }
     })
   } else {
-    life.append({ name: 'listeners', start: () => { readiness.set('listeners', true, 'redirect mode has none') } })
+    life.append({
+      name: 'listeners',
+      start: () => { readiness.set('listeners', true, 'redirect mode has none') },
+      // Redirected connections are kernel NAT. In pod routing the rules outlive the process, and so do the flows.
+      // In host routing stop removes the rules: let the flows finish first (see redirect-drain.ts).
+      stop: async () => {
+        if (rollingBack || config.routing !== 'host' || plan === null) return
+        const p = plan as Plan
+        await drainRedirect({ family: p.nft.family, table: p.nft.table, nft, logger, timeoutMs: config.drainTimeoutMs })
+      }
+    })
   }
 
   life.append({
@@ -196,7 +216,12 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       ;(reconciler as Reconciler | null)?.start()
       stopGateway = watchGateway({ nl: nl as Rtnl, plan: p, logger, readiness })
     },
-    stop: () => { (stopGateway as (() => void) | null)?.() }
+    // The reconciler stops before the listeners drain: the drain changes our rules (refuses new connections) and
+    // a repair must not undo that.
+    stop: async () => {
+      (stopGateway as (() => void) | null)?.()
+      await (reconciler as Reconciler | null)?.stop()
+    }
   })
 
   try {
@@ -210,7 +235,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     const off = onSignals({
       stop: async (signal) => {
         logger.info({ event: 'stop', signal, drainTimeoutMs: config.drainTimeoutMs }, 'stopping: draining connections')
-        void notify({ STOPPING: '1' })
+        void notify(stoppingState())
         readiness.set('stopping', false)
         const { stopped, errors } = await life.stop()
         for (const e of errors) logger.error({ err: e }, e.message)
@@ -219,11 +244,16 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         resolve(errors.length === 0 ? 0 : 1)
       },
       reload: async () => {
-        void notify({ RELOADING: '1', MONOTONIC_USEC: String(BigInt(Math.round(performance.timeOrigin + performance.now())) * 1000n) })
+        void notify(reloadingState())
         try {
-          await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, servers, metrics }).then((next) => { if (next !== null) config = next })
+          const next = await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, servers, metrics })
+          if (next !== null) config = next
+        } catch (err) {
+          // The configuration was valid but applying it failed part-way (nft rejected it, a listener could not
+          // open): say so; what was applied stays, the reconciler keeps the rules it last applied.
+          logger.error({ event: 'reload-failed', err }, `reload failed: ${(err as Error)?.message ?? String(err)}`)
         } finally {
-          void notify({ READY: '1' })
+          void notify(readyState(`serving (${config.modeName})`))
         }
       }
     })

@@ -32,7 +32,8 @@ function mirrorDnsStats (resolver: Resolver, metrics: Metrics): () => void {
   }
   const timer = setInterval(sync, 5000)
   timer.unref()
-  return () => { clearInterval(timer); sync() }
+  metrics.beforeScrape.add(sync)
+  return () => { clearInterval(timer); metrics.beforeScrape.delete(sync); sync() }
 }
 
 export async function startModeServers (deps: { config: Config, plan: Plan, resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {

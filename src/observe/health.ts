@@ -61,6 +61,9 @@ export function createHealthServer (opts: { readiness: Readiness, metrics: Metri
       const body = JSON.stringify({ ready, checks: opts.readiness.report() }) + '\n'
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(body)
     } else if (path === '/metrics') {
+      for (const sync of opts.metrics.beforeScrape) {
+        try { sync() } catch { /* a mirror that fails keeps its last values; the scrape goes on */ }
+      }
       opts.metrics.registry.metrics().then((text) => {
         res.writeHead(200, { 'content-type': opts.metrics.registry.contentType }).end(text)
       }, (err: Error) => {

@@ -25,18 +25,31 @@ export interface Metrics {
   readonly reconcileRepairs: Counter<'what'>
   readonly setupSeconds: Gauge<string>
   readonly ready: Gauge<string>
+  /**
+   * Run before every scrape: mirrors of counters kept elsewhere (the DNS client's statistics) sync here, so a
+   * scrape always sees the current values rather than the last periodic copy.
+   */
+  readonly beforeScrape: Set<() => void>
 }
 
 export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry()
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'egress_router_' })
   const r = [registry]
+  const beforeScrape = new Set<() => void>()
+  // Reading a connection metric (a scrape, or get() in a test) first brings the counts the proxies keep
+  // in plain numbers on their hot paths (see dns-forwarder.ts) into prom-client.
+  const collect = (): void => {
+    for (const sync of beforeScrape) {
+      try { sync() } catch { /* a mirror that fails keeps its last values; the read goes on */ }
+    }
+  }
   return {
     registry,
-    connectionsTotal: new Counter({ name: 'egress_router_connections_total', help: 'Connections accepted', labelNames: ['mode', 'listener'], registers: r }),
-    connectionsActive: new Gauge({ name: 'egress_router_connections_active', help: 'Connections open now', labelNames: ['mode', 'listener'], registers: r }),
-    connectionOutcomes: new Counter({ name: 'egress_router_connection_outcomes_total', help: 'Finished connections, requests and tunnels by outcome', labelNames: ['mode', 'listener', 'outcome'], registers: r }),
-    bytesTotal: new Counter({ name: 'egress_router_bytes_total', help: 'Bytes relayed, by direction', labelNames: ['mode', 'listener', 'direction'], registers: r }),
+    connectionsTotal: new Counter({ name: 'egress_router_connections_total', help: 'Connections accepted', labelNames: ['mode', 'listener'], registers: r, collect }),
+    connectionsActive: new Gauge({ name: 'egress_router_connections_active', help: 'Connections open now', labelNames: ['mode', 'listener'], registers: r, collect }),
+    connectionOutcomes: new Counter({ name: 'egress_router_connection_outcomes_total', help: 'Finished connections, requests and tunnels by outcome', labelNames: ['mode', 'listener', 'outcome'], registers: r, collect }),
+    bytesTotal: new Counter({ name: 'egress_router_bytes_total', help: 'Bytes relayed, by direction', labelNames: ['mode', 'listener', 'direction'], registers: r, collect }),
     aclDecisions: new Counter({ name: 'egress_router_acl_decisions_total', help: 'HTTP proxy ACL decisions by rule line', labelNames: ['action', 'rule'], registers: r }),
     dnsQueries: new Counter({ name: 'egress_router_dns_queries_total', help: 'DNS queries sent', labelNames: ['type'], registers: r }),
     dnsAnswers: new Counter({ name: 'egress_router_dns_answers_total', help: 'DNS answers received by rcode', labelNames: ['rcode'], registers: r }),
@@ -45,6 +58,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
     reconcileRuns: new Counter({ name: 'egress_router_reconcile_runs_total', help: 'Reconcile checks run', labelNames: ['what'], registers: r }),
     reconcileRepairs: new Counter({ name: 'egress_router_reconcile_repairs_total', help: 'Drifts found and repaired', labelNames: ['what'], registers: r }),
     setupSeconds: new Gauge({ name: 'egress_router_setup_seconds', help: 'Time from process start to rules in place', registers: r }),
-    ready: new Gauge({ name: 'egress_router_ready', help: '1 when /readyz is ok', registers: r })
+    ready: new Gauge({ name: 'egress_router_ready', help: '1 when /readyz is ok', registers: r }),
+    beforeScrape
   }
 }
