@@ -1,6 +1,9 @@
 /**
- * Self-healing: every interval, compare the kernel with the plan — our nft table (by fingerprint of
- * `nft -j list table`) and the network (address, routes, rules, link up) — log what drifted, and restore it.
+ * Self-healing: compare the kernel with the plan — our nft table (by fingerprint of `nft -j list table`) and the
+ * network (address, routes, rules, link up) — log what drifted, and restore it. The network is read every interval
+ * (rtnetlink dumps, no child process); the nft table is listed when `nft monitor` says the ruleset changed, and as
+ * a safety net every `nftEveryTicks` intervals (or every interval while the monitor is down), so an operator's
+ * `nft flush ruleset` is repaired at once without forking nft every second.
  * One check at a time; a failed repair is logged and tried again on the next tick. Checks and applies (a reload's
  * applyRules) never overlap: a check that listed the table just before a reload applied new rules would otherwise
  * take the new rules for drift and "repair" them back to the old plan.
@@ -9,22 +12,39 @@ import type { Logger } from 'pino'
 import type { Metrics } from '../observe/metrics.js'
 import type { NftListing, NftRunner } from '../nft/runner.js'
 import { describeDrift, fingerprint } from '../nft/drift.js'
+import { startNftMonitor, type NftMonitor } from '../nft/monitor.js'
 import type { Rtnl } from '../netlink/types.js'
 import { diffNetwork, repairNetwork } from './network.js'
 import type { Plan } from '../plan/types.js'
 
+/** What the reconciler keeps true: the nft part always; the network part once it is set up. */
+export type ReconcilePlan = Pick<Plan, 'nft'> & Partial<Pick<Plan, 'network'>>
+
 export interface ReconcilerOptions {
-  plan: Plan
-  nl: Rtnl
+  plan: ReconcilePlan
+  /** null until the network is set up: only the rules are checked then */
+  nl?: Rtnl | null
   nft: NftRunner
   logger: Logger
-  metrics: Metrics
+  /** null until the metrics exist (they load after the rules are in place) */
+  metrics?: Metrics | null
   intervalMs?: number
+  /** list the nft table every this many intervals even without a change event; default 5 */
+  nftEveryTicks?: number
+  /** start `nft monitor` for change events (default true); tests with a fake nft turn it off */
+  monitor?: boolean
 }
 
 export class Reconciler {
-  #plan: Plan
+  #plan: ReconcilePlan
   readonly #opts: ReconcilerOptions
+  #nl: Rtnl | null
+  #metrics: Metrics | null
+  #monitor: NftMonitor | null = null
+  #monitorUp = false
+  /** the ruleset changed (or may have) since our table was last compared */
+  #nftDirty = true
+  #ticks = 0
   #expected: string | null = null
   #expectedJson: NftListing | null = null
   #timer: NodeJS.Timeout | null = null
@@ -35,13 +55,25 @@ export class Reconciler {
   constructor (opts: ReconcilerOptions) {
     this.#opts = opts
     this.#plan = opts.plan
+    this.#nl = opts.nl ?? null
+    this.#metrics = opts.metrics ?? null
   }
 
-  get plan (): Plan { return this.#plan }
+  get plan (): ReconcilePlan { return this.#plan }
 
-  /** Applies the plan's nft script (one transaction) and remembers what the kernel made of it. */
-  async applyRules (plan: Plan = this.#plan): Promise<string> {
-    return await this.#exclusive(async () => await this.#apply(plan))
+  /** The network is set up and the metrics exist: check both from now on. */
+  attach (deps: { plan: Plan, nl: Rtnl, metrics: Metrics }): void {
+    this.#plan = deps.plan
+    this.#nl = deps.nl
+    this.#metrics = deps.metrics
+  }
+
+  /**
+   * Applies the plan's nft script (one transaction) and remembers what the kernel made of it. `onApplied` runs
+   * the moment the transaction is in, before the read-back (the start-up time is measured there).
+   */
+  async applyRules (plan: ReconcilePlan = this.#plan, onApplied?: () => void): Promise<string> {
+    return await this.#exclusive(async () => await this.#apply(plan, onApplied))
   }
 
   #exclusive<T> (fn: () => Promise<T>): Promise<T> {
@@ -50,9 +82,10 @@ export class Reconciler {
     return run
   }
 
-  async #apply (plan: Plan): Promise<string> {
+  async #apply (plan: ReconcilePlan, onApplied?: () => void): Promise<string> {
     this.#plan = plan
     await this.#opts.nft.apply(plan.nft.script)
+    onApplied?.()
     const json = await this.#opts.nft.listTable(plan.nft.family, plan.nft.table)
     this.#expectedJson = json
     this.#expected = fingerprint(json)
@@ -62,11 +95,27 @@ export class Reconciler {
   start (): void {
     if (this.#timer !== null) return
     this.#timer = setInterval(() => { void this.tick() }, this.#opts.intervalMs ?? 1000)
+    if (this.#opts.monitor !== false) {
+      this.#monitor = startNftMonitor({
+        onChange: () => {
+          this.#monitorUp = true
+          this.#nftDirty = true
+          void this.tick()
+        },
+        onError: (err) => {
+          this.#monitorUp = false
+          this.#nftDirty = true
+          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft monitor is down; listing the table every interval meanwhile')
+        }
+      })
+    }
   }
 
   async stop (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
+    this.#monitor?.stop()
+    this.#monitor = null
     await this.#running
   }
 
@@ -78,9 +127,35 @@ export class Reconciler {
   }
 
   async #check (): Promise<void> {
-    const { nft, nl, logger, metrics } = this.#opts
+    const { logger } = this.#opts
+    const nl = this.#nl
+    const metrics = this.#metrics
     const plan = this.#plan
-    metrics.reconcileRuns.inc({ what: 'nft' })
+    this.#ticks++
+    const everyTicks = this.#opts.nftEveryTicks ?? 5
+    if (this.#nftDirty || !this.#monitorUp || this.#ticks % everyTicks === 0) {
+      this.#nftDirty = false
+      await this.#checkRules(plan)
+    }
+    if (nl === null || plan.network === undefined) return
+    metrics?.reconcileRuns.inc({ what: 'network' })
+    try {
+      const drifts = await diffNetwork(plan.network, nl)
+      if (drifts.length > 0) {
+        logger.warn({ event: 'drift', what: 'network', drift: drifts.map((d) => d.description) }, 'network state drifted; restoring it')
+        await repairNetwork(plan.network, nl, drifts)
+        metrics?.reconcileRepairs.inc({ what: 'network' }, drifts.length)
+        logger.info({ event: 'repaired', what: 'network' }, 'network state restored')
+      }
+    } catch (err) {
+      logger.error({ event: 'repair-failed', what: 'network', err }, 'could not restore the network state; retrying')
+    }
+  }
+
+  async #checkRules (plan: ReconcilePlan): Promise<void> {
+    const { nft, logger } = this.#opts
+    const metrics = this.#metrics
+    metrics?.reconcileRuns.inc({ what: 'nft' })
     try {
       const json = await nft.listTable(plan.nft.family, plan.nft.table)
       const actual = json === null ? null : fingerprint(json)
@@ -88,23 +163,11 @@ export class Reconciler {
         const drift = describeDrift(this.#expectedJson, json)
         logger.warn({ event: 'drift', what: 'nft', table: `${plan.nft.family} ${plan.nft.table}`, drift }, 'nft rules drifted; restoring them')
         await this.#apply(plan)
-        metrics.reconcileRepairs.inc({ what: 'nft' })
+        metrics?.reconcileRepairs.inc({ what: 'nft' })
         logger.info({ event: 'repaired', what: 'nft' }, 'nft rules restored')
       }
     } catch (err) {
       logger.error({ event: 'repair-failed', what: 'nft', err }, 'could not restore the nft rules; retrying')
-    }
-    metrics.reconcileRuns.inc({ what: 'network' })
-    try {
-      const drifts = await diffNetwork(plan.network, nl)
-      if (drifts.length > 0) {
-        logger.warn({ event: 'drift', what: 'network', drift: drifts.map((d) => d.description) }, 'network state drifted; restoring it')
-        await repairNetwork(plan.network, nl, drifts)
-        metrics.reconcileRepairs.inc({ what: 'network' }, drifts.length)
-        logger.info({ event: 'repaired', what: 'network' }, 'network state restored')
-      }
-    } catch (err) {
-      logger.error({ event: 'repair-failed', what: 'network', err }, 'could not restore the network state; retrying')
     }
   }
 }

@@ -309,7 +309,7 @@ export class Resolver {
       this.notify(slot)
     }
     const promise = run().catch(error => {
-      this.logger?.warn({ name: slot.key, err: error }, 'dns lookup crashed')
+      this.logger?.warn({ host: slot.key, err: error }, 'dns lookup crashed')
     }).finally(() => {
       slot.inflight = null
       if (!this.closed) this.schedule(slot)
@@ -327,23 +327,23 @@ export class Resolver {
       if (before.failures === 0) {
         const view = viewEntry(after, now, this.policy)
         const serving = view.kind === 'fresh' || view.kind === 'stale' ? view.good.addresses.map(a => a.address) : []
-        this.logger?.warn({ name, code: outcome.error.code, err: outcome.error.message, serving, stale: view.kind === 'stale', retryInMs: (after.retryAt ?? now) - now },
+        this.logger?.warn({ host: name, code: outcome.error.code, err: outcome.error.message, serving, stale: view.kind === 'stale', retryInMs: (after.retryAt ?? now) - now },
           serving.length > 0 ? 'dns lookup failed; serving the last good answer' : 'dns lookup failed')
       } else if (before.good !== null && after.good === null) {
-        this.logger?.warn({ name, code: outcome.error.code }, 'dns last good answer dropped: older than maxStale')
+        this.logger?.warn({ host: name, code: outcome.error.code }, 'dns last good answer dropped: older than maxStale')
       } else {
-        this.logger?.debug({ name, code: outcome.error.code, failures: after.failures }, 'dns lookup failed again')
+        this.logger?.debug({ host: name, code: outcome.error.code, failures: after.failures }, 'dns lookup failed again')
       }
       return
     }
-    if (before.failures > 0) this.logger?.info({ name, failures: before.failures }, 'dns lookup recovered')
+    if (before.failures > 0) this.logger?.info({ host: name, failures: before.failures }, 'dns lookup recovered')
     if (outcome.kind === 'negative' && isHeld(after)) {
-      this.logger?.warn({ name, reason: outcome.reason, seen: after.negativeStreak, serving: after.good?.addresses.map(a => a.address) },
+      this.logger?.warn({ host: name, reason: outcome.reason, seen: after.negativeStreak, serving: after.good?.addresses.map(a => a.address) },
         'dns name answered negatively; keeping the last good answer until confirmed')
     } else if (outcome.kind === 'negative' && before.good !== null) {
-      this.logger?.warn({ name, reason: outcome.reason }, 'dns name confirmed gone; dropping its addresses')
+      this.logger?.warn({ host: name, reason: outcome.reason }, 'dns name confirmed gone; dropping its addresses')
     } else if (outcome.kind === 'answer' && isHeld(before)) {
-      this.logger?.info({ name }, 'dns negative answers ended; name resolves again')
+      this.logger?.info({ host: name }, 'dns negative answers ended; name resolves again')
     }
   }
 
@@ -359,7 +359,7 @@ export class Resolver {
       try {
         watcher(resolution)
       } catch (error) {
-        this.logger?.warn({ name: slot.key, err: error }, 'dns watcher threw')
+        this.logger?.warn({ host: slot.key, err: error }, 'dns watcher threw')
       }
     }
   }

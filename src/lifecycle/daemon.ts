@@ -15,14 +15,14 @@ import { applyNetwork, cleanupNetwork, cleanupTargets, type ApplyNetworkResult }
 import { Reconciler } from '../apply/reconcile.js'
 import { UndoStack } from '../apply/undo.js'
 import { deleteMarkedFlows, deleteStaleConntrack } from '../apply/conntrack.js'
-import { NetlinkHandle } from '../netlink/handle.js'
 import type { Rtnl } from '../netlink/types.js'
 import { createNftRunner } from '../nft/runner.js'
 import { createHealthServer, Readiness } from '../observe/health.js'
 import { createLogger, type LogFormat } from '../observe/log.js'
-import { createMetrics, type Metrics } from '../observe/metrics.js'
+import type { Metrics } from '../observe/metrics.js'
 import { notify, readyState, reloadingState, stoppingState } from '../observe/sd-notify.js'
 import { FWMARK } from '../plan/marks.js'
+import { nftPlan } from '../plan/nft-script.js'
 import { buildPlan } from '../plan/plan.js'
 import type { Plan } from '../plan/types.js'
 import type { Resolver } from '../dns/resolver.js'
@@ -42,14 +42,22 @@ export interface DaemonOptions {
 /** Runs until a signal stops it (redirect and proxy modes) or until set up (init). Returns the exit code. */
 export async function runDaemon (config: Config, opts: DaemonOptions = {}): Promise<number> {
   const logger = createLogger({ level: config.logLevel, format: opts.logFormat })
-  const metrics = createMetrics()
+  // Loaded after the rules are in place (prom-client and the netlink library are the slowest modules to load):
+  // the NAT rules need neither, and the time until they are in place is what clients wait for.
+  let metrics: Metrics | null = null
   let notifiedReady = false
   const readiness = new Readiness((ready) => {
     // Init mode sets up and exits: it never serves, so it has no readiness to report (its network check alone
     // would otherwise read as "ready" before the rules are in place).
     if (config.mode === 'init') return
-    metrics.ready.set(ready ? 1 : 0)
-    logger.info({ event: 'readiness', ready }, ready ? 'ready' : 'not ready')
+    metrics?.ready.set(ready ? 1 : 0)
+    if (ready) {
+      logger.info({ event: 'readiness', ready }, 'ready')
+    } else {
+      // name what is missing, so the log says what /readyz says
+      const failing = Object.entries(readiness.report()).filter(([, c]) => !c.ok).map(([name, c]) => c.detail === '' ? name : `${name}: ${c.detail}`)
+      logger.info({ event: 'readiness', ready, failing }, `not ready: ${failing.join('; ')}`)
+    }
     if (ready && !notifiedReady) {
       notifiedReady = true
       void notify(readyState(`serving (${config.modeName})`))
@@ -68,33 +76,74 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   let stopGateway: (() => void) | null = null
   let network: ApplyNetworkResult | null = null
   const nft = createNftRunner()
+  let rulesSetupMs = 0
   // A failed start rolls everything back; a normal stop removes what we made only in host routing (in a pod
   // the namespace dies with us, and the OpenShift image left its state in place too).
   let rollingBack = true
   const cleanOnStop = (): boolean => rollingBack || config.routing === 'host'
 
-  // The health listener first: /healthz answers while the rest is set up, /readyz says not yet.
-  if (config.health !== null && config.mode !== 'init') {
-    const health = createHealthServer({ readiness, metrics })
-    const { host, port } = config.health
-    life.append({
-      name: `health listener ${host === '' ? '*' : host}:${port}`,
-      start: async () => { await health.listen(host, port) },
-      stop: async () => { await health.close() }
-    })
-  }
-
+  // The NAT rules first: they need only the configuration (the macvlan is named in it), and the forward chain
+  // drops redirected traffic that would not leave through the macvlan, so rules ahead of the link are safe.
+  const earlyRules = { nft: nftPlan(config, { macvlan: config.macvlan.name }) }
   life.append({
-    name: 'nft probe',
+    name: 'nft rules',
     start: async () => {
-      const info = await nft.probe()
-      logger.debug({ event: 'nft', version: info.version }, 'nft is usable')
+      reconciler = new Reconciler({ plan: earlyRules, nft, logger })
+      let setupMs = 0
+      let hash: string
+      try {
+        hash = await reconciler.applyRules(earlyRules, () => { setupMs = performance.now() })
+      } catch (err) {
+        // Say what is missing (nft absent, no CAP_NET_ADMIN, no nf_tables) when that is the reason.
+        await nft.probe()
+        throw err
+      }
+      logger.info({ event: 'rules', table: `${earlyRules.nft.family} ${earlyRules.nft.table}`, hash, setupMs: Math.round(setupMs) }, 'nft rules applied')
+      rulesSetupMs = setupMs
+      readiness.set('rules', true)
+    },
+    stop: async () => {
+      await reconciler?.stop()
+      if (!cleanOnStop()) return
+      const p = earlyRules
+      await nft.deleteTable(p.nft.family, p.nft.table)
+      // Flows still carrying our mark (cut at the drain deadline) would keep NAT bindings to an address that is
+      // gone: delete them so their next packet gets a reset instead of silence.
+      const flows = config.routing === 'host' ? await deleteMarkedFlows(config.source.family, FWMARK) : 0
+      logger.info({ event: 'cleanup', what: 'nft', flowsDeleted: flows }, `nft table ${p.nft.family} ${p.nft.table} removed`)
     }
   })
 
   life.append({
+    name: 'metrics',
+    start: async () => {
+      const { createMetrics } = await import('../observe/metrics.js')
+      metrics = createMetrics()
+      metrics.setupSeconds.set(rulesSetupMs / 1000)
+      metrics.ready.set(readiness.ready() ? 1 : 0)
+    }
+  })
+
+  // /healthz answers while the rest is set up; /readyz says not yet.
+  if (config.health !== null && config.mode !== 'init') {
+    const { host, port } = config.health
+    let health: ReturnType<typeof createHealthServer> | null = null
+    life.append({
+      name: `health listener ${host === '' ? '*' : host}:${port}`,
+      start: async () => {
+        health = createHealthServer({ readiness, metrics: metrics as Metrics })
+        await health.listen(host, port)
+      },
+      stop: async () => { await (health as ReturnType<typeof createHealthServer> | null)?.close() }
+    })
+  }
+
+  life.append({
     name: 'rtnetlink',
-    start: () => { nl = NetlinkHandle.open() },
+    start: async () => {
+      const { NetlinkHandle } = await import('../netlink/handle.js')
+      nl = NetlinkHandle.open()
+    },
     stop: () => { (nl as Rtnl | null)?.close(); nl = null }
   })
 
@@ -103,6 +152,8 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     start: async () => {
       const facts = await gatherFacts(config, nl as Rtnl)
       plan = buildPlan(config, facts)
+      // the rules went in before the plan: they must be the plan's own (the only input they share is the link name)
+      if (plan.nft.script !== earlyRules.nft.script) throw new Error('internal: the planned nft script differs from the one applied at start')
       logger.debug({ event: 'plan', link: plan.network.link, listeners: plan.listeners }, 'planned')
     }
   })
@@ -127,29 +178,6 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
       logger.info({ event: 'cleanup', what: 'network', undone, removed }, 'network changes removed')
       if (failed.length > 0) throw new Error(`network cleanup: ${failed.map((f) => f.name).join(', ')} failed`)
-    }
-  })
-
-  life.append({
-    name: 'nft rules',
-    start: async () => {
-      const p = plan as Plan
-      reconciler = new Reconciler({ plan: p, nl: nl as Rtnl, nft, logger, metrics })
-      const hash = await reconciler.applyRules()
-      const ms = performance.now()
-      metrics.setupSeconds.set(ms / 1000)
-      logger.info({ event: 'rules', table: `${p.nft.family} ${p.nft.table}`, hash, setupMs: Math.round(ms) }, 'nft rules applied')
-      readiness.set('rules', true)
-    },
-    stop: async () => {
-      await reconciler?.stop()
-      if (!cleanOnStop()) return
-      const p = plan as Plan
-      await nft.deleteTable(p.nft.family, p.nft.table)
-      // Flows still carrying our mark (cut at the drain deadline) would keep NAT bindings to an address that is
-      // gone: delete them so their next packet gets a reset instead of silence.
-      const flows = config.routing === 'host' ? await deleteMarkedFlows(config.source.family, FWMARK) : 0
-      logger.info({ event: 'cleanup', what: 'nft', flowsDeleted: flows }, `nft table ${p.nft.family} ${p.nft.table} removed`)
     }
   })
 
@@ -191,7 +219,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       name: 'listeners',
       start: async () => {
         const { startModeServers } = await import('./mode-servers.js')
-        servers = await startModeServers({ config, plan: plan as Plan, resolver: resolver as Resolver, logger, metrics, readiness })
+        servers = await startModeServers({ config, plan: plan as Plan, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
       },
       stop: async () => { await servers?.close(config.drainTimeoutMs) }
     })
@@ -213,6 +241,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     name: 'reconcile',
     start: () => {
       const p = plan as Plan
+      ;(reconciler as Reconciler | null)?.attach({ plan: p, nl: nl as Rtnl, metrics: metrics as Metrics })
       ;(reconciler as Reconciler | null)?.start()
       stopGateway = watchGateway({ nl: nl as Rtnl, plan: p, logger, readiness })
     },
@@ -246,8 +275,9 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       reload: async () => {
         void notify(reloadingState())
         try {
-          const next = await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, servers, metrics })
-          if (next !== null) config = next
+          const next = await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, plan: plan as Plan, servers })
+          if (next !== null) plan = next.plan
+          if (next !== null) config = next.config
         } catch (err) {
           // The configuration was valid but applying it failed part-way (nft rejected it, a listener could not
           // open): say so; what was applied stays, the reconciler keeps the rules it last applied.
@@ -283,7 +313,7 @@ function failed (logger: Logger, err: unknown): number {
  * listeners added and removed) without dropping established connections; an invalid one is rejected with the
  * usual error lines and the old one stays.
  */
-async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, servers: ModeServers | null, metrics: Metrics }): Promise<Config | null> {
+async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, plan: Plan, servers: ModeServers | null }): Promise<{ config: Config, plan: Plan } | null> {
   const { logger, reconciler } = deps
   const loaded = loadConfig(opts.env ?? process.env, opts.flags ?? {})
   if ('issues' in loaded) {
@@ -298,15 +328,17 @@ async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logg
       return null
     }
   }
-  const old = reconciler.plan
+  const old = deps.plan
   const facts = await gatherFacts(next, deps.nl)
-  const plan = buildPlan(next, { ...facts, macvlanExists: old.network.link.action === 'adopt', parent: old.network.link.parent })
-  const hash = await reconciler.applyRules({ ...plan, network: old.network })
+  const fresh = buildPlan(next, { ...facts, macvlanExists: old.network.link.action === 'adopt', parent: old.network.link.parent })
+  // only the destinations changed: the network stays exactly as set up
+  const plan: Plan = { ...fresh, network: old.network }
+  const hash = await reconciler.applyRules(plan)
   if (config.redirect !== null && next.redirect !== null) {
     const deleted = await deleteStaleConntrack(config.redirect, next.redirect, logger)
     logger.info({ event: 'conntrack', deleted }, 'stale conntrack entries deleted')
   }
   await deps.servers?.update(next, plan)
   logger.info({ event: 'reloaded', hash }, 'configuration reloaded')
-  return next
+  return { config: next, plan }
 }

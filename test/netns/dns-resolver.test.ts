@@ -153,7 +153,7 @@ t.test('dnsmasq gone: the last good answer is served stale, failures are counted
   t.ok(await until(() => changes.some(c => c.stale)), 'watchers hear that it went stale')
   const warned = lines.filter(l => l.msg === 'dns lookup failed; serving the last good answer')
   t.equal(warned.length, 1, 'one warning per outage, not one per retry')
-  t.match(warned[0], { name: 'h.test', serving: ['192.0.2.1', '2001:db8::1'] })
+  t.match(warned[0], { host: 'h.test', serving: ['192.0.2.1', '2001:db8::1'] })
 })
 
 t.test('NXDOMAIN does not drop a working set at once: held until confirmed, then told', async t => {

@@ -138,7 +138,7 @@ t.test('a failed setup exits 1 naming the step and leaves nothing of ours', priv
     sameDumps(t, before, await dumpState(topo), 'after the failure')
   })
 
-  await t.test('redirect mode, the nft rules fail after the network is set up', async (t) => {
+  await t.test('redirect mode, the nft rules fail: nothing else was started', async (t) => {
     // A table of our name that someone else made, whose chain has a different hook: our transaction fails.
     await topo.execOk('router', ['nft', 'add table ip egress_router; add chain ip egress_router nat_prerouting { type filter hook input priority 0; }'])
     t.teardown(async () => { await topo.exec('router', ['nft', 'delete', 'table', 'ip', 'egress_router']) })
@@ -147,7 +147,22 @@ t.test('a failed setup exits 1 naming the step and leaves nothing of ours', priv
     t.equal(exit.code, 1, 'exit 1')
     const failed = exit.stdout.find((l) => l.event === 'setup-failed')
     t.equal(failed?.step, 'nft rules', 'the log names the step')
-    t.ok(Array.isArray(failed?.rolledBack) && (failed?.rolledBack as string[]).includes('network setup'), `the log names what was rolled back: ${JSON.stringify(failed?.rolledBack)}`)
+    t.match(String(failed?.msg), /nft rejected the ruleset/, `the message says nft refused: ${String(failed?.msg)}`)
+    sameDumps(t, before, await dumpState(topo), 'after the failure')
+  })
+
+  await t.test('http-proxy mode, the proxy port is taken after the network and rules are set up: all rolled back', async (t) => {
+    const squatter = await startPeerServer(topo, { ns: 'router', host: v4.routerPod, tcp: { mode: 'hello' } })
+    t.teardown(squatter.stop)
+    const before = await dumpState(topo)
+    const env = redirectEnv({ EGRESS_ROUTER_MODE: 'http-proxy', EGRESS_HTTP_PROXY_DESTINATION: '*', EGRESS_HTTP_PROXY_PORT: String(squatter.tcpPort as number) })
+    delete env.EGRESS_DESTINATION
+    const exit = await runToExit(t, topo, env)
+    t.equal(exit.code, 1, 'exit 1')
+    const failed = exit.stdout.find((l) => l.event === 'setup-failed')
+    t.equal(failed?.step, 'listeners', 'the log names the step')
+    const rolledBack = (failed?.rolledBack ?? []) as string[]
+    t.ok(rolledBack.includes('network setup') && rolledBack.includes('nft rules'), `the log names what was rolled back: ${JSON.stringify(rolledBack)}`)
     t.ok(exit.stdout.some((l) => l.event === 'network'), 'the network had been set up before the failure')
     sameDumps(t, before, await dumpState(topo), 'after the rollback')
   })
