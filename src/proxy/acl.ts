@@ -240,7 +240,7 @@ export type Admission =
 export async function admit (acl: CompiledAcl, resolver: NameResolver, host: TargetHost, family: 4 | 6): Promise<Admission> {
   let decision: AclDecision
   if (host.kind === 'ip') {
-    decision = acl.decide({ addresses: [host.address] })
+    return admitAddress(acl, host.address, family)
   } else {
     const early = acl.checkName(host.name)
     if (early !== null) return { kind: 'deny', decision: early }
@@ -254,6 +254,18 @@ export async function admit (acl: CompiledAcl, resolver: NameResolver, host: Tar
     if (addresses.length === 0) return { kind: 'unresolved', code: 'ENODATA', error: null }
     decision = acl.decide({ host: host.name, addresses })
   }
+  return admission(decision, family)
+}
+
+/**
+ * The verdict for a request made by IP literal: no lookup, so no promise. Depends only on the ACL,
+ * the address and the family, which is what lets a caller keep it for as long as the ACL lives.
+ */
+export function admitAddress (acl: CompiledAcl, address: IpAddress, family: 4 | 6): Admission {
+  return admission(acl.decide({ addresses: [address] }), family)
+}
+
+function admission (decision: AclDecision, family: 4 | 6): Admission {
   if (decision.action === 'deny') return { kind: 'deny', decision }
   const address = decision.candidates.find(c => c.family === family)
   return address === undefined ? { kind: 'no-route', decision } : { kind: 'allow', decision, address }

@@ -36,7 +36,7 @@ export interface TunnelContext {
   /** the client pass shared with plain HTTP (EGRESS_HTTP_PROXY_CLIENTS) */
   readonly clientPass: (client: Socket) => Refusal | null
   /** the destination pass shared with plain HTTP: ACL (one lookup), address family; logs the decision */
-  readonly guard: (client: Socket, target: RequestTarget, method: string) => Promise<GuardResult>
+  readonly guard: (client: Socket, target: RequestTarget, method: string) => GuardResult | Promise<GuardResult>
   /** records how the tunnel ended (once) */
   readonly finish: (outcome: Outcome) => void
 }
@@ -96,7 +96,8 @@ export function answerOnSocket (socket: Socket, refusal: Refusal, lingerMs = REF
  */
 export function connectUpstream (address: IpAddress, port: number, source: IpAddress, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = netConnect({ host: address.address, port, family: address.family, localAddress: source.address, allowHalfOpen: true })
+    // noDelay: tunnel bytes (a TLS handshake, a small request) go out as they come, never held for an ACK.
+    const socket = netConnect({ host: address.address, port, family: address.family, localAddress: source.address, allowHalfOpen: true, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${address.address} port ${port} timed out after ${timeoutMs} ms`))
     }, timeoutMs).unref()
@@ -159,6 +160,7 @@ export function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext
 /** The 'connect' event of the proxy's http.Server. Never throws; every path ends in finish(). */
 export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client: Socket, head: Buffer): void {
   const log = ctx.logger
+  const startedAt = performance.now()
   // Once the server hands the socket over it has no error listener of ours yet: a reset now must not crash.
   const early = (err: Error): void => { log.debug({ err, client: client.remoteAddress }, 'CONNECT client socket error') }
   client.on('error', early)
@@ -203,8 +205,9 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     const result = await relay(client, upstream, ctx)
     const outcome: Outcome = result.idle ? 'timeout' : result.error === null && !result.abrupt ? 'ok' : 'aborted'
     log.debug({
-      client: client.remoteAddress, target: formatTarget(target), address: guard.address.address,
-      upstreamBytes: result.upstreamBytes + head.length, downstreamBytes: result.downstreamBytes, outcome, err: result.error ?? undefined
+      client: client.remoteAddress, clientPort: client.remotePort, target: formatTarget(target), address: guard.address.address,
+      upstreamBytes: result.upstreamBytes + head.length, downstreamBytes: result.downstreamBytes,
+      durationMs: Math.round(performance.now() - startedAt), outcome, err: result.error ?? undefined
     }, 'tunnel closed')
     ctx.finish(outcome)
   })().catch((err: unknown) => {

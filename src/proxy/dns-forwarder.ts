@@ -21,7 +21,7 @@ import type { DnsForward, IpAddress } from '../config/types.js'
 import { ApplyError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
 import { pipe } from './pipe.js'
-import type { PipeResult } from './pipe.js'
+import type { PipeControl, PipeDirection, PipeResult } from './pipe.js'
 
 // ---- the resolver, as the forwarder sees it ------------------------------------------------------
 
@@ -120,17 +120,24 @@ const DEFAULTS: Required<DnsForwarderOptions> = {
 
 const MODE = 'dns-proxy'
 
-/** One accepted client connection, from accept to close. */
+/**
+ * One accepted client connection, from accept to close. Kept small and free of promises and event
+ * targets: at thousands of new connections a second every object made per connection shows.
+ */
 interface Conn {
   readonly client: Socket
-  readonly clientText: string
+  /** the client's address for the debug log; captured at accept only while debug logging is on */
+  readonly clientText: string | null
   readonly startedAt: number
-  /** aborting cuts the connection wherever it is (held, connecting, relaying) */
-  readonly abort: AbortController
-  readonly done: Promise<void>
-  readonly settle: () => void
+  /** set once the connection has been cut (drain time up, forwarder closing while it is held) */
+  cut: boolean
+  /** what cutting does in the phase the connection is in now (held, connecting, relaying) */
+  onCut: (() => void) | null
   holdTimer: NodeJS.Timeout | null
 }
+
+/** An error before pipe() takes over only means "gone"; the code that owns the socket notices. */
+const ignore = (): void => {}
 
 type Attempt =
   | { readonly socket: Socket }
@@ -195,12 +202,20 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   needsResolver(forward, deps.resolver)
   const log = deps.logger.child({ mode: MODE, listener })
 
-  // Metric children resolved once: the hot path must not hash label sets per chunk.
+  // Metrics are counted in plain numbers and handed to prom-client only when someone reads them
+  // (flushMetrics runs from metrics.beforeScrape): prom-client hashes the label set on every inc(),
+  // even through a labels() child, which per connection and per chunk was a measurable share of the
+  // daemon's CPU.
   const labels = { mode: MODE, listener }
-  const mTotal = metrics.connectionsTotal.labels(labels)
-  const mActive = metrics.connectionsActive.labels(labels)
-  const mUp = metrics.bytesTotal.labels({ ...labels, direction: 'upstream' })
-  const mDown = metrics.bytesTotal.labels({ ...labels, direction: 'downstream' })
+  const upLabels = { ...labels, direction: 'upstream' }
+  const downLabels = { ...labels, direction: 'downstream' }
+  let pendingAccepted = 0
+  let pendingUp = 0
+  let pendingDown = 0
+  const pendingOutcomes = new Map<Outcome, number>()
+  /** the connections this forwarder has added to the active gauge (shared with listeners on other hosts) */
+  let reportedActive = 0
+  const countBytes = (dir: PipeDirection, n: number): void => { if (dir === 'up') pendingUp += n; else pendingDown += n }
 
   let server: Server | null = null
   let bound: AddressInfo | null = null
@@ -219,6 +234,21 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   const held = new Set<Conn>()
   let accepted = 0
   let connectFailures = 0
+  /** resolves close()'s wait once the last connection has finished */
+  let drained: (() => void) | null = null
+
+  const flushMetrics = (): void => {
+    const active = conns.size
+    // The gauge series must exist from the first connection on, even when it is back at 0 by the scrape;
+    // inc by the difference (never set()): listeners on other hosts share these labels.
+    if (pendingAccepted > 0 || active !== reportedActive) metrics.connectionsActive.inc(labels, active - reportedActive)
+    reportedActive = active
+    if (pendingAccepted > 0) { metrics.connectionsTotal.inc(labels, pendingAccepted); pendingAccepted = 0 }
+    if (pendingUp > 0) { metrics.bytesTotal.inc(upLabels, pendingUp); pendingUp = 0 }
+    if (pendingDown > 0) { metrics.bytesTotal.inc(downLabels, pendingDown); pendingDown = 0 }
+    for (const [outcome, n] of pendingOutcomes) metrics.connectionOutcomes.inc({ ...labels, outcome }, n)
+    pendingOutcomes.clear()
+  }
 
   // -- the address set ----------------------------------------------------------------------------
 
@@ -276,49 +306,61 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
 
   // -- connections --------------------------------------------------------------------------------
 
-  const finish = (conn: Conn, outcome: Outcome, detail: { destination?: string, up?: number, down?: number, err?: unknown, attempts?: number }): void => {
+  interface Detail { destination?: IpAddress, port?: number, up?: number, down?: number, err?: unknown, attempts?: number }
+
+  const finish = (conn: Conn, outcome: Outcome, detail: Detail): void => {
     if (!conns.delete(conn)) return
     held.delete(conn)
+    conn.onCut = null
     if (conn.holdTimer !== null) clearTimeout(conn.holdTimer)
-    mActive.dec()
-    metrics.connectionOutcomes.inc({ ...labels, outcome })
-    log.debug({
-      client: conn.clientText,
-      destination: detail.destination ?? null,
-      up: detail.up ?? 0,
-      down: detail.down ?? 0,
-      durationMs: Date.now() - conn.startedAt,
-      outcome,
-      attempts: detail.attempts ?? 0,
-      err: detail.err
-    }, 'connection closed')
-    conn.settle()
+    pendingOutcomes.set(outcome, (pendingOutcomes.get(outcome) ?? 0) + 1)
+    // Built only when it is written: this runs once per connection.
+    if (log.isLevelEnabled('debug')) {
+      log.debug({
+        client: conn.clientText ?? 'unknown',
+        destination: detail.destination === undefined ? null : endpointText(detail.destination.address, detail.port),
+        up: detail.up ?? 0,
+        down: detail.down ?? 0,
+        durationMs: Date.now() - conn.startedAt,
+        outcome,
+        attempts: detail.attempts ?? 0,
+        err: detail.err
+      }, 'connection closed')
+    }
+    if (conns.size === 0 && drained !== null) {
+      const wake = drained
+      drained = null
+      wake()
+    }
   }
 
   const resetClient = (conn: Conn): void => {
     if (!conn.client.destroyed) conn.client.resetAndDestroy()
   }
 
+  /** Cuts the connection wherever it is (held, connecting, relaying). */
+  const cut = (conn: Conn): void => {
+    if (conn.cut) return
+    conn.cut = true
+    conn.onCut?.()
+  }
+
   const onConnection = (client: Socket): void => {
     accepted += 1
-    mTotal.inc()
-    mActive.inc()
-    let settle!: () => void
-    const done = new Promise<void>(resolve => { settle = resolve })
+    pendingAccepted += 1
     const conn: Conn = {
       client,
-      clientText: endpointText(client.remoteAddress, client.remotePort),
+      clientText: log.isLevelEnabled('debug') ? endpointText(client.remoteAddress, client.remotePort) : null,
       startedAt: Date.now(),
-      abort: new AbortController(),
-      done,
-      settle,
+      cut: false,
+      onCut: null,
       holdTimer: null
     }
     conns.add(conn)
     // Until pipe() takes over, a client error only means "gone"; the attempt loop notices.
-    client.on('error', () => {})
+    client.on('error', ignore)
     if (!accepting) { resetClient(conn); finish(conn, 'aborted', {}); return }
-    if (addresses.length > 0) { void dispatch(conn); return }
+    if (addresses.length > 0) { dispatch(conn); return }
     hold(conn)
   }
 
@@ -332,98 +374,114 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
     conn.holdTimer.unref()
     const gone = (): void => { if (held.has(conn)) finish(conn, 'aborted', {}) }
     conn.client.once('close', gone)
-    conn.abort.signal.addEventListener('abort', () => { if (held.has(conn)) { resetClient(conn); finish(conn, 'aborted', {}) } }, { once: true })
+    conn.onCut = () => { if (held.has(conn)) { resetClient(conn); finish(conn, 'aborted', {}) } }
   }
 
   const releaseHeld = (): void => {
     if (!accepting) return
     for (const conn of [...held]) {
       held.delete(conn)
+      conn.onCut = null
       if (conn.holdTimer !== null) { clearTimeout(conn.holdTimer); conn.holdTimer = null }
-      void dispatch(conn)
+      dispatch(conn)
     }
   }
 
   /** Connects to the next address (then the others), then relays. */
-  const dispatch = async (conn: Conn): Promise<void> => {
+  const dispatch = (conn: Conn): void => {
     const port = forward.targetPort
-    const order = attemptOrder(addresses, next, penalised)
+    // One address needs no ordering (and most forwards have one): skip the arrays attemptOrder builds.
+    const order = addresses.length === 1 ? addresses : attemptOrder(addresses, next, penalised)
     // A plain counter, taken modulo the number of candidates in attemptOrder (which varies with
     // the penalties); wrapped long before it could lose integer precision.
     next = next >= 0x7fffffff ? 0 : next + 1
     let failure: Outcome = 'unresolved'
     let error: Error | undefined
     let attempts = 0
-    for (const address of order) {
-      if (conn.client.destroyed || conn.abort.signal.aborted) break
-      attempts += 1
-      const attempt = await connectOnce(address, port, conn.abort.signal, conn.client)
-      if ('socket' in attempt) {
-        failedAt.delete(address.address)
-        await relay(conn, attempt.socket, endpointText(address.address, port), attempts)
+    const step = (): void => {
+      const address = order[attempts]
+      if (address === undefined || conn.client.destroyed || conn.cut) {
+        const clientGone = conn.client.destroyed || conn.cut
+        resetClient(conn)
+        finish(conn, clientGone ? 'aborted' : failure, { attempts, err: error })
         return
       }
-      failure = attempt.failure
-      error = attempt.error
-      if (attempt.failure === 'aborted') break
-      connectFailures += 1
-      failedAt.set(address.address, Date.now())
-      log.debug({ client: conn.clientText, destination: endpointText(address.address, port), err: attempt.error }, `connect ${attempt.failure}`)
+      attempts += 1
+      connectOnce(conn, address, port, attempt => {
+        if ('socket' in attempt) {
+          failedAt.delete(address.address)
+          relay(conn, attempt.socket, address, port, attempts)
+          return
+        }
+        failure = attempt.failure
+        error = attempt.error
+        if (attempt.failure === 'aborted') {
+          resetClient(conn)
+          finish(conn, 'aborted', { attempts, err: error })
+          return
+        }
+        connectFailures += 1
+        failedAt.set(address.address, Date.now())
+        if (log.isLevelEnabled('debug')) log.debug({ client: conn.clientText ?? 'unknown', destination: endpointText(address.address, port), err: attempt.error }, `connect ${attempt.failure}`)
+        step()
+      })
     }
-    const clientGone = conn.client.destroyed || conn.abort.signal.aborted
-    resetClient(conn)
-    finish(conn, clientGone ? 'aborted' : failure, { attempts, err: error })
+    step()
   }
 
-  const connectOnce = (address: IpAddress, port: number, signal: AbortSignal, client: Socket): Promise<Attempt> =>
-    new Promise<Attempt>(resolve => {
-      const sock = net.connect({
-        host: address.address,
-        port,
-        family: address.family,
-        ...(sourceAddress !== null ? { localAddress: sourceAddress.address } : {}),
-        allowHalfOpen: true
-      })
-      // Stays for the socket's life: an error between here and pipe() must not be unhandled.
-      sock.on('error', () => {})
-      const settle = (r: Attempt): void => {
-        clearTimeout(timer)
-        signal.removeEventListener('abort', onAbort)
-        client.removeListener('close', onAbort)
-        sock.removeListener('connect', onConnect)
-        sock.removeListener('error', onError)
-        if (!('socket' in r)) sock.destroy()
-        resolve(r)
-      }
-      const onConnect = (): void => { settle({ socket: sock }) }
-      const onError = (err: NodeJS.ErrnoException): void => {
-        settle({ failure: err.code === 'ECONNREFUSED' ? 'refused' : 'error', error: err })
-      }
-      const onAbort = (): void => { settle({ failure: 'aborted', error: new Error('client gone or forwarder closed while connecting') }) }
-      const timer = setTimeout(() => {
-        settle({ failure: 'timeout', error: new Error(`connect to ${endpointText(address.address, port)} timed out after ${opts.connectTimeoutMs} ms`) })
-      }, opts.connectTimeoutMs)
-      timer.unref()
-      sock.once('connect', onConnect)
-      sock.once('error', onError)
-      signal.addEventListener('abort', onAbort, { once: true })
-      client.once('close', onAbort)
+  const connectOnce = (conn: Conn, address: IpAddress, port: number, done: (a: Attempt) => void): void => {
+    const client = conn.client
+    const sock = net.connect({
+      host: address.address,
+      port,
+      family: address.family,
+      ...(sourceAddress !== null ? { localAddress: sourceAddress.address } : {}),
+      allowHalfOpen: true
     })
+    // Stays for the socket's life: an error between here and pipe() must not be unhandled.
+    sock.on('error', ignore)
+    const settle = (r: Attempt): void => {
+      clearTimeout(timer)
+      conn.onCut = null
+      client.removeListener('close', onAbort)
+      sock.removeListener('connect', onConnect)
+      sock.removeListener('error', onError)
+      if (!('socket' in r)) sock.destroy()
+      done(r)
+    }
+    const onConnect = (): void => { settle({ socket: sock }) }
+    const onError = (err: NodeJS.ErrnoException): void => {
+      settle({ failure: err.code === 'ECONNREFUSED' ? 'refused' : 'error', error: err })
+    }
+    const onAbort = (): void => { settle({ failure: 'aborted', error: new Error('client gone or forwarder closed while connecting') }) }
+    const timer = setTimeout(() => {
+      settle({ failure: 'timeout', error: new Error(`connect to ${endpointText(address.address, port)} timed out after ${opts.connectTimeoutMs} ms`) })
+    }, opts.connectTimeoutMs)
+    timer.unref()
+    sock.once('connect', onConnect)
+    sock.once('error', onError)
+    conn.onCut = onAbort
+    client.on('close', onAbort)
+  }
 
-  const relay = async (conn: Conn, upstream: Socket, destination: string, attempts: number): Promise<void> => {
-    const result: PipeResult = await pipe(conn.client, upstream, {
+  const relay = (conn: Conn, upstream: Socket, destination: IpAddress, port: number, attempts: number): void => {
+    const control: PipeControl = {}
+    conn.onCut = () => { control.abort?.() }
+    pipe(conn.client, upstream, {
       idleTimeoutMs: opts.idleTimeoutMs,
       keepAliveMs: opts.keepAliveMs,
-      signal: conn.abort.signal,
-      onBytes: (dir, n) => { if (dir === 'up') mUp.inc(n); else mDown.inc(n) }
-    })
-    finish(conn, result.outcome, {
-      destination,
-      up: result.up,
-      down: result.down,
-      attempts,
-      err: result.error === undefined ? undefined : { side: result.errorSide === 'a' ? 'client' : 'destination', code: (result.error as NodeJS.ErrnoException).code, message: result.error.message }
-    })
+      control,
+      onBytes: countBytes
+    }).then((result: PipeResult) => {
+      finish(conn, result.outcome, {
+        destination,
+        port,
+        up: result.up,
+        down: result.down,
+        attempts,
+        err: result.error === undefined ? undefined : { side: result.errorSide === 'a' ? 'client' : 'destination', code: (result.error as NodeJS.ErrnoException).code, message: result.error.message }
+      })
+    }, ignore)
   }
 
   // -- lifecycle ----------------------------------------------------------------------------------
@@ -447,11 +505,13 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
     srv.on('error', (err: Error) => { log.error({ err }, 'listener error') })
     bound = srv.address() as AddressInfo
     accepting = true
+    metrics.beforeScrape.add(flushMetrics)
     try {
       track()
     } catch (err) {
       // The resolver refused the name (it should not: names are validated with the config).
       accepting = false
+      metrics.beforeScrape.delete(flushMetrics)
       srv.close()
       server = null
       bound = null
@@ -469,7 +529,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
     const timer = setTimeout(() => {
       if (conns.size === 0) return
       log.warn({ connections: conns.size }, 'drain time is up: resetting the connections left')
-      for (const conn of [...conns]) conn.abort.abort()
+      for (const conn of [...conns]) cut(conn)
     }, Math.max(0, ms))
     cutTimers.push(timer)
   }
@@ -488,12 +548,14 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
         ? Promise.resolve()
         : new Promise<void>(resolve => { srv.close(() => { resolve() }) })
       // Held clients have no destination yet; during a shutdown they are better off retrying elsewhere.
-      for (const conn of [...held]) conn.abort.abort()
+      for (const conn of [...held]) cut(conn)
       if (conns.size > 0) log.info({ connections: conns.size, drainMs }, 'draining')
-      await Promise.all([...conns].map(c => c.done))
+      if (conns.size > 0) await new Promise<void>(resolve => { drained = resolve })
       for (const timer of cutTimers) clearTimeout(timer)
       await serverClosed
       bound = null
+      flushMetrics()
+      metrics.beforeScrape.delete(flushMetrics)
       log.info('listener closed')
     })()
     return closing

@@ -7,17 +7,17 @@
  * (ACL after one lookup) — and only then is streamed. Node's strict HTTP parser stays on (never
  * insecureHTTPParser): conflicting Content-Length / Transfer-Encoding is a 400 before we see it.
  */
+import { readFileSync } from 'node:fs'
 import { Agent, createServer, type ClientRequest, type ClientRequestArgs, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { pipeline } from 'node:stream'
 import { connect as netConnect, createServer as createNetServer, type Server as NetServer } from 'node:net'
 import { ProxyServer } from 'http-proxy-3'
 import type { Logger } from 'pino'
 import type { HttpProxyConfig, IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
-import { admit, compileAcl, compileClientFilter, describeDenial, type NameResolver } from './acl.js'
+import { admit, admitAddress, compileAcl, compileClientFilter, describeDenial, type Admission, type CompiledAcl, type NameResolver } from './acl.js'
 import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
 import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
 
@@ -30,15 +30,47 @@ export interface ProxyLimits {
   readonly idleTimeoutMs: number
   /** TCP connect to the destination */
   readonly connectTimeoutMs: number
-  /** concurrent client connections; more are dropped at accept */
+  /** concurrent client connections; more are dropped at accept (default: from the descriptor limit) */
   readonly maxConnections: number
+}
+
+/** Descriptors kept for everything that is not a proxied connection: listeners, logs, DNS, netlink, nft. */
+const RESERVED_FDS = 256
+const MIN_MAX_CONNECTIONS = 1024
+/** Used when the limit is unknown (no /proc) or unlimited. */
+const FALLBACK_MAX_CONNECTIONS = 4096
+
+/**
+ * The connection bound for a soft RLIMIT_NOFILE: a proxied connection needs two descriptors (client and
+ * upstream), so (soft − 256) / 2, at least 1024. Past the bound accept() would fail with EMFILE, which
+ * Node handles by dropping connections it cannot see; a bound below it lets the proxy refuse (and say so).
+ */
+export function maxConnectionsForFdLimit (softLimit: number | null): number {
+  if (softLimit === null || !Number.isFinite(softLimit) || softLimit <= 0) return FALLBACK_MAX_CONNECTIONS
+  return Math.max(MIN_MAX_CONNECTIONS, Math.floor((softLimit - RESERVED_FDS) / 2))
+}
+
+/** The soft "Max open files" limit from a /proc/<pid>/limits text; null when absent or unlimited. */
+export function softFdLimit (procLimits: string): number | null {
+  const m = /^Max open files\s+(\S+)/m.exec(procLimits)
+  if (m === null || m[1] === 'unlimited') return null
+  const n = Number(m[1])
+  return Number.isSafeInteger(n) ? n : null
+}
+
+function processFdLimit (): number | null {
+  try {
+    return softFdLimit(readFileSync('/proc/self/limits', 'utf8'))
+  } catch {
+    return null
+  }
 }
 
 export const DEFAULT_LIMITS: ProxyLimits = {
   headersTimeoutMs: 30_000,
   idleTimeoutMs: 300_000,
   connectTimeoutMs: 10_000,
-  maxConnections: 4096
+  maxConnections: maxConnectionsForFdLimit(processFdLimit())
 }
 
 export interface HttpProxyOptions {
@@ -63,6 +95,7 @@ export interface HttpProxyServer {
 }
 
 const MODE = 'http-proxy'
+const DROP_LOG_INTERVAL_MS = 10_000
 const VIA = '1.1 egress-router'
 
 /** RFC 9110 §7.6.1 hop-by-hop fields, plus the non-standard ones clients still send. */
@@ -70,7 +103,10 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 /** Fields a `Connection` token must not remove: they frame the message or name the destination. */
 const PROTECTED = new Set(['host', 'content-length'])
 
-function connectionTokens (values: ReadonlyArray<string | string[] | undefined>): Set<string> {
+const NO_TOKENS: ReadonlySet<string> = new Set()
+
+function connectionTokens (values: ReadonlyArray<string | string[] | undefined>): ReadonlySet<string> {
+  if (values.every(v => v === undefined)) return NO_TOKENS
   const tokens = new Set<string>()
   for (const v of values) {
     for (const line of Array.isArray(v) ? v : v === undefined ? [] : [v]) {
@@ -83,7 +119,7 @@ function connectionTokens (values: ReadonlyArray<string | string[] | undefined>)
   return tokens
 }
 
-const dropped = (name: string, tokens: Set<string>): boolean =>
+const dropped = (name: string, tokens: ReadonlySet<string>): boolean =>
   HOP_BY_HOP.has(name) || name.startsWith('proxy-') || tokens.has(name)
 
 /**
@@ -127,7 +163,12 @@ interface RequestState {
   readonly target: RequestTarget
   readonly address: IpAddress
   readonly finish: (outcome: Outcome) => void
+  /** body bytes of this request each way, for its debug event */
+  readonly sent: { up: number, down: number }
 }
+
+const STATE = Symbol('egress-router request state')
+type StatefulRequest = IncomingMessage & { [STATE]?: RequestState }
 
 /**
  * A keep-alive agent whose sockets leave from the egress source, with a connect deadline and an
@@ -149,7 +190,9 @@ class EgressAgent extends Agent {
   override createConnection (options: ClientRequestArgs): Duplex {
     const host = options.host ?? options.hostname ?? ''
     const port = Number(options.port)
-    const socket = netConnect({ host, port, localAddress: this.#source.address, family: this.#source.family })
+    // noDelay: a request head written after a small body chunk (or a pooled socket's second request)
+    // must not wait for the previous segment's delayed ACK (Nagle: ~40 ms per request on keep-alive).
+    const socket = netConnect({ host, port, localAddress: this.#source.address, family: this.#source.family, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${host} port ${port} timed out after ${this.#connectTimeoutMs} ms`))
     }, this.#connectTimeoutMs).unref()
@@ -169,23 +212,83 @@ class EgressAgent extends Agent {
   }
 }
 
+interface ClientInfo {
+  /** null when the peer address is not an IP address (never for TCP) */
+  readonly address: IpAddress | null
+  /** for logs and reasons */
+  readonly text: string
+}
+
+function describeClient (socket: Socket): ClientInfo {
+  const address = parseIpAddress(socket.remoteAddress ?? '')
+  return { address, text: address?.address ?? String(socket.remoteAddress) }
+}
+
+/** Verdicts for IP-literal targets, kept as long as the compiled rules they came from; bounded. */
+const ADDRESS_CACHE_SIZE = 4096
+
+interface Rules {
+  readonly acl: CompiledAcl
+  readonly clientAllowed: (address: IpAddress) => boolean
+  readonly connectPorts: HttpProxyConfig['connectPorts']
+  readonly byAddress: Map<string, Admission>
+}
+
+const compileRules = (config: HttpProxyConfig): Rules => ({
+  acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts, byAddress: new Map()
+})
+
 export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer {
   const { config, resolver, logger: log, metrics } = opts
   const limits: ProxyLimits = { ...DEFAULT_LIMITS, ...opts.limits }
   const source = parseIpAddress(opts.sourceAddress)
   if (source === null) throw new TypeError(`sourceAddress '${opts.sourceAddress}' is not an IP address`)
   // Swapped as a whole by update() (SIGHUP): a request sees the old rules or the new ones, never a mix.
-  let rules = { acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts }
+  let rules = compileRules(config)
   const listener = String(config.port)
   const labels = { mode: MODE, listener }
-  const upstreamBytes = metrics.bytesTotal.labels({ ...labels, direction: 'upstream' })
-  const downstreamBytes = metrics.bytesTotal.labels({ ...labels, direction: 'downstream' })
-  const recordOutcome = (outcome: Outcome): void => { metrics.connectionOutcomes.inc({ ...labels, outcome }) }
+
+  // Hot-path counters are plain numbers, brought into prom-client before every read of the metrics
+  // (metrics.beforeScrape): a labelled inc() hashes its labels on every call, per chunk for bytes.
+  const counts = { connections: 0, upstream: 0, downstream: 0, outcomes: new Map<Outcome, number>() }
+  const bytes = {
+    upstream: { inc: (n: number): void => { counts.upstream += n } },
+    downstream: { inc: (n: number): void => { counts.downstream += n } }
+  }
+  const recordOutcome = (outcome: Outcome): void => { counts.outcomes.set(outcome, (counts.outcomes.get(outcome) ?? 0) + 1) }
+  const syncMetrics = (): void => {
+    if (counts.connections > 0) metrics.connectionsTotal.inc(labels, counts.connections)
+    if (counts.upstream > 0) metrics.bytesTotal.inc({ ...labels, direction: 'upstream' }, counts.upstream)
+    if (counts.downstream > 0) metrics.bytesTotal.inc({ ...labels, direction: 'downstream' }, counts.downstream)
+    for (const [outcome, n] of counts.outcomes) metrics.connectionOutcomes.inc({ ...labels, outcome }, n)
+    // inc by the difference, not set(): another server on the same registry may share the labels
+    // (from the first connection on, even at a difference of 0: the series must exist once used)
+    if (counts.connections > 0 || clients.size !== reportedActive) { metrics.connectionsActive.inc(labels, clients.size - reportedActive); reportedActive = clients.size }
+    counts.connections = 0
+    counts.upstream = 0
+    counts.downstream = 0
+    counts.outcomes.clear()
+  }
+  let reportedActive = 0
+  metrics.beforeScrape.add(syncMetrics)
+  const aclCounter = new Map<string, { inc: () => void }>()
+  const countDecision = (action: 'allow' | 'deny', rule: string): void => {
+    const key = `${action} ${rule}`
+    let child = aclCounter.get(key)
+    if (child === undefined) {
+      const childLabels = { action, rule }
+      child = { inc: () => metrics.aclDecisions.inc(childLabels) }
+      aclCounter.set(key, child)
+    }
+    child.inc()
+  }
 
   const agent = new EgressAgent(source, limits)
   const proxy = new ProxyServer({})
-  const states = new WeakMap<IncomingMessage, RequestState>()
-  const tracked = new Set<Socket>()
+  // Per-request state rides on the request object (a WeakMap entry per request costs the GC more).
+  const stateOf = (req: IncomingMessage): RequestState | undefined => (req as StatefulRequest)[STATE]
+  /** every open client connection, with its address parsed once at accept */
+  const clients = new Map<Socket, ClientInfo>()
   let draining = false
 
   const server = createServer({
@@ -195,42 +298,67 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     keepAliveTimeout: Math.min(5_000, limits.idleTimeoutMs),
     // How often the header deadline is checked (Node's default, 30 s, would make it meaningless).
     connectionsCheckingInterval: Math.max(10, Math.min(1_000, Math.floor(limits.headersTimeoutMs / 4))),
-    insecureHTTPParser: false
+    insecureHTTPParser: false,
+    // Answers and tunnel bytes go out at once (Node's default, stated because it matters: Nagle plus the
+    // client's delayed ACK would hold every small answer for ~40 ms).
+    noDelay: true
   })
   server.setTimeout(limits.idleTimeoutMs)
   server.maxConnections = limits.maxConnections
 
   // ---- shared passes ---------------------------------------------------------------------------
 
-  const clientOf = (socket: Socket): string => parseIpAddress(socket.remoteAddress ?? '')?.address ?? String(socket.remoteAddress)
+  const clientInfo = (socket: Socket): ClientInfo => clients.get(socket) ?? describeClient(socket)
+  const clientOf = (socket: Socket): string => clientInfo(socket).text
 
   const clientPass = (socket: Socket): Refusal | null => {
-    const client = parseIpAddress(socket.remoteAddress ?? '')
-    if (client !== null && rules.clientAllowed(client)) return null
-    return { status: 403, reason: `denied: client ${clientOf(socket)} may not use this proxy (EGRESS_HTTP_PROXY_CLIENTS)`, outcome: 'denied' }
+    const client = clientInfo(socket)
+    if (client.address !== null && rules.clientAllowed(client.address)) return null
+    return { status: 403, reason: `denied: client ${client.text} may not use this proxy (EGRESS_HTTP_PROXY_CLIENTS)`, outcome: 'denied' }
   }
 
-  const destinationPass = async (socket: Socket, target: RequestTarget, method: string): Promise<GuardResult> => {
+  /** The admission for a target: synchronous (and remembered with the rules) for an IP literal, one lookup for a name. */
+  const admission = (target: RequestTarget): Admission | Promise<Admission> => {
+    const host = target.host
+    if (host.kind === 'name') return admit(rules.acl, resolver, host, source.family)
+    const cache = rules.byAddress
+    let a = cache.get(host.address.address)
+    if (a === undefined) {
+      if (cache.size >= ADDRESS_CACHE_SIZE) cache.clear()
+      a = admitAddress(rules.acl, host.address, source.family)
+      cache.set(host.address.address, a)
+    }
+    return a
+  }
+
+  const judge = (socket: Socket, target: RequestTarget, method: string, a: Admission): GuardResult => {
     const client = clientOf(socket)
     const where = formatTarget(target)
-    const a = await admit(rules.acl, resolver, target.host, source.family)
     if (a.kind === 'unresolved') {
       log.warn({ client, method, target: where, code: a.code, err: a.error ?? undefined }, 'destination does not resolve')
       return { ok: false, refusal: { status: 503, reason: `${formatHost(target.host)} does not resolve (${a.code})`, outcome: 'unresolved' } }
     }
     const d = a.decision
     const rule = d.rule === 'default' ? 'default' : String(d.rule.line)
-    metrics.aclDecisions.inc({ action: d.action, rule })
+    countDecision(d.action, rule)
     // One line per decision: who, where to, which address, which rule, the verdict.
-    log.info({
-      event: 'acl', client, method, target: where, address: a.kind === 'allow' ? a.address.address : d.address?.address ?? null,
-      action: d.action, rule, ruleText: d.rule === 'default' ? null : d.rule.text
-    }, `${d.action} ${method} ${where}`)
+    if (log.isLevelEnabled('info')) {
+      log.info({
+        event: 'acl', client, method, target: where, address: a.kind === 'allow' ? a.address.address : d.address?.address ?? null,
+        action: d.action, rule, ruleText: d.rule === 'default' ? null : d.rule.text
+      }, `${d.action} ${method} ${where}`)
+    }
     if (a.kind === 'deny') return { ok: false, refusal: { status: 403, reason: describeDenial(d), outcome: 'denied' } }
     if (a.kind === 'no-route') {
       return { ok: false, refusal: { status: 502, reason: `no allowed address of ${where} is IPv${source.family} like the egress source`, outcome: 'error' } }
     }
     return { ok: true, address: a.address }
+  }
+
+  /** ACL after at most one lookup; a promise only when a name had to be resolved. */
+  const destinationPass = (socket: Socket, target: RequestTarget, method: string): GuardResult | Promise<GuardResult> => {
+    const a = admission(target)
+    return a instanceof Promise ? a.then(x => judge(socket, target, method, x)) : judge(socket, target, method, a)
   }
 
   // ---- plain HTTP ------------------------------------------------------------------------------
@@ -249,8 +377,23 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   }
 
   const onRequest = (req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void => {
+    const startedAt = performance.now()
+    /** the target as the client wrote it, until it parses (req.url becomes the upstream path) */
+    let where = req.url ?? ''
+    const sent = { up: 0, down: 0 }
     let recorded = false
-    const finish = (outcome: Outcome): void => { if (!recorded) { recorded = true; recordOutcome(outcome) } }
+    const finish = (outcome: Outcome): void => {
+      if (recorded) return
+      recorded = true
+      recordOutcome(outcome)
+      // One event per request at debug, built only when it is written.
+      if (log.isLevelEnabled('debug')) {
+        log.debug({
+          client: clientOf(req.socket), clientPort: req.socket.remotePort, method: req.method, target: where, status: res.statusCode,
+          upstreamBytes: sent.up, downstreamBytes: sent.down, durationMs: Math.round(performance.now() - startedAt), outcome
+        }, 'request done')
+      }
+    }
     res.on('close', () => finish(res.writableFinished ? 'ok' : 'aborted'))
     res.on('finish', () => { if (draining) setImmediate(() => server.closeIdleConnections()) })
     req.on('error', () => { /* client reset: res 'close' records it */ })
@@ -269,6 +412,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     const parsed = parseAbsoluteTarget(url)
     if (!parsed.ok) return refuse({ status: 400, reason: parsed.reason, outcome: 'bad-request' })
     const { target, path } = parsed.value
+    where = formatTarget(target)
     // pass: framing — http-proxy-3 rewrites DELETE/OPTIONS without Content-Length to `Content-Length: 0`,
     // which would send a chunked body unframed: ask the client for a length instead.
     const chunked = req.headers['transfer-encoding'] !== undefined
@@ -277,10 +421,10 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     }
 
     // pass: destination (ACL after one lookup), then stream
-    destinationPass(req.socket, target, req.method).then(guard => {
+    const forward = (guard: GuardResult): void => {
       if (!guard.ok) return refuse(guard.refusal)
       if (res.destroyed || req.socket.destroyed) return finish('aborted')
-      states.set(req, { client: clientOf(req.socket), target, address: guard.address, finish })
+      ;(req as StatefulRequest)[STATE] = { client: clientOf(req.socket), target, address: guard.address, finish, sent }
       // While a request is in flight the upstream socket's idle deadline decides (504, or a cut
       // response): a client quietly waiting for a slow destination is not idle.
       res.on('timeout', () => {})
@@ -301,16 +445,24 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
         log.warn({ client: clientOf(req.socket), target: formatTarget(target), address: guard.address.address, err }, 'upstream request failed')
         reply(req, res, refusal, finish)
       })
-      req.on('data', (chunk: Buffer) => upstreamBytes.inc(chunk.length))
-    }).catch((err: unknown) => {
+      req.on('data', (chunk: Buffer) => { sent.up += chunk.length; bytes.upstream.inc(chunk.length) })
+    }
+    const failed = (err: unknown): void => {
       log.error({ err }, 'request handler failed')
       finish('error')
       res.destroy()
-    })
+    }
+    try {
+      const guard = destinationPass(req.socket, target, req.method)
+      if (guard instanceof Promise) guard.then(forward).catch(failed)
+      else forward(guard)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   proxy.on('proxyRes', (proxyRes, req, res) => {
-    const state = states.get(req)
+    const state = stateOf(req)
     proxyRes.on('error', () => { /* pipeline below reports it */ })
     if (state === undefined || res.destroyed || res.headersSent) { proxyRes.destroy(); return }
     try {
@@ -321,15 +473,21 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       reply(req, res, { status: 502, reason: `invalid response from the destination: ${(err as Error).message}`, outcome: 'error' }, state.finish)
       return
     }
-    proxyRes.on('data', (chunk: Buffer) => downstreamBytes.inc(chunk.length))
-    pipeline(proxyRes, res, err => {
-      if (err === undefined || err === null) return
-      // Upstream died mid-body: the client must see a truncated response, not a clean end.
+    const sent = state.sent
+    proxyRes.on('data', (chunk: Buffer) => { sent.down += chunk.length; bytes.downstream.inc(chunk.length) })
+    // pipe() and two listeners, not stream.pipeline(): pipeline's end-of-stream tracking (an
+    // AbortController and a DOMException per response) cost a third of the keep-alive request rate.
+    proxyRes.once('error', (err: Error) => {
+      // Either the client went first (its close tore the upstream request down: 'aborted'), or the
+      // destination died mid-body: then the client must see a truncated response, not a clean end.
+      const clientGone = res.destroyed && req.socket.destroyed
       if (!res.destroyed) res.destroy()
-      const clientGone = (err as { code?: string }).code === 'ERR_STREAM_PREMATURE_CLOSE' && req.socket.destroyed
       if (!clientGone) log.warn({ client: state.client, target: formatTarget(state.target), err }, 'upstream response broke off')
       state.finish(clientGone ? 'aborted' : 'error')
     })
+    // The client went away before the body was through: stop reading the destination's answer.
+    res.once('close', () => { if (!proxyRes.readableEnded) proxyRes.destroy() })
+    proxyRes.pipe(res)
   })
   proxy.on('error', (err) => { log.error({ err }, 'http-proxy-3 error') })
 
@@ -347,8 +505,8 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       connectTimeoutMs: limits.connectTimeoutMs,
       idleTimeoutMs: limits.idleTimeoutMs,
       logger: log,
-      upstreamBytes,
-      downstreamBytes,
+      upstreamBytes: bytes.upstream,
+      downstreamBytes: bytes.downstream,
       clientPass,
       guard: destinationPass,
       finish: (outcome) => { if (!recorded) { recorded = true; recordOutcome(outcome) } }
@@ -362,17 +520,25 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
 
   let onIdle: (() => void) | null = null
   server.on('connection', (socket: Socket) => {
-    tracked.add(socket)
-    metrics.connectionsTotal.inc(labels)
-    metrics.connectionsActive.inc(labels)
+    clients.set(socket, describeClient(socket))
+    counts.connections += 1
     socket.once('close', () => {
-      tracked.delete(socket)
-      metrics.connectionsActive.dec(labels)
-      if (tracked.size === 0) onIdle?.()
+      clients.delete(socket)
+      if (clients.size === 0) onIdle?.()
     })
   })
+  // At the bound a connection is closed at accept, without a byte read. A client retrying in a loop
+  // must not turn that into a log line per attempt: the first drop is logged at once, later ones as
+  // one line with their count per DROP_LOG_INTERVAL_MS.
+  let dropsUnlogged = 0
+  let dropLogAt = 0
   server.on('drop', (data?: { remoteAddress?: string }) => {
-    log.warn({ client: data?.remoteAddress, maxConnections: limits.maxConnections }, 'connection dropped: too many connections')
+    dropsUnlogged += 1
+    const now = performance.now()
+    if (now < dropLogAt) return
+    dropLogAt = now + DROP_LOG_INTERVAL_MS
+    log.warn({ client: data?.remoteAddress, maxConnections: limits.maxConnections, dropped: dropsUnlogged }, 'connection dropped: too many connections')
+    dropsUnlogged = 0
   })
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     const code = err.code ?? ''
@@ -397,7 +563,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
 
   return {
     server,
-    activeConnections: () => tracked.size,
+    activeConnections: () => clients.size,
 
     listen (host, port) {
       return new Promise((resolve, reject) => {
@@ -426,7 +592,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
 
     update (next) {
       if (next.port !== config.port) log.warn({ port: config.port, requested: next.port }, 'the http proxy port changes only on restart')
-      rules = { acl: compileAcl(next.acl), clientAllowed: compileClientFilter(next.clients), connectPorts: next.connectPorts }
+      rules = compileRules(next)
       log.info({ rules: next.acl.length }, 'http proxy ACL updated')
     },
 
@@ -435,14 +601,16 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
         draining = true
         let listenerClosed = !server.listening
         const finishIfDone = (): void => {
-          if (!listenerClosed || tracked.size > 0) return
+          if (!listenerClosed || clients.size > 0) return
           clearTimeout(deadline)
           agent.destroy()
+          syncMetrics()
+          metrics.beforeScrape.delete(syncMetrics)
           resolve()
         }
         const deadline = setTimeout(() => {
-          log.info({ remaining: tracked.size }, 'drain deadline: closing the remaining connections')
-          for (const socket of tracked) socket.destroy()
+          log.info({ remaining: clients.size }, 'drain deadline: closing the remaining connections')
+          for (const socket of clients.keys()) socket.destroy()
         }, drainMs)
         deadline.unref()
         onIdle = finishIfDone

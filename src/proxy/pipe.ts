@@ -32,6 +32,15 @@ export interface PipeOptions {
   keepAliveMs?: number
   /** aborting resets both sides (used to end a drain that ran out of time) */
   signal?: AbortSignal
+  /**
+   * The same as `signal` without an AbortController per connection: pipe() sets `control.abort`,
+   * which resets both sides (a no-op once the relay has finished).
+   */
+  control?: PipeControl
+}
+
+export interface PipeControl {
+  abort?: () => void
 }
 
 export interface PipeResult {
@@ -75,9 +84,11 @@ export function pipe (a: Socket, b: Socket, opts: PipeOptions = {}): Promise<Pip
       reset(b)
     }
 
-    const onAbort = (): void => { fail('aborted') }
+    let finished = false
+    const onAbort = (): void => { if (!finished) fail('aborted') }
 
     const finish = (): void => {
+      finished = true
       signal?.removeEventListener('abort', onAbort)
       const result: PipeResult = { up, down, outcome: failure ?? 'ok' }
       if (error !== undefined) { result.error = error; result.errorSide = errorSide }
@@ -135,6 +146,7 @@ export function pipe (a: Socket, b: Socket, opts: PipeOptions = {}): Promise<Pip
       if (signal.aborted) { fail('aborted'); return }
       signal.addEventListener('abort', onAbort, { once: true })
     }
+    if (opts.control !== undefined) opts.control.abort = onAbort
     relay(a, b, 'up')
     relay(b, a, 'down')
   })

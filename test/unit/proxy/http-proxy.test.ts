@@ -17,7 +17,7 @@ import type { AclRule, HttpProxyConfig, IpAddress } from '../../../src/config/ty
 import { DnsError } from '../../../src/errors.js'
 import { createMetrics } from '../../../src/observe/metrics.js'
 import type { NameResolver } from '../../../src/proxy/acl.js'
-import { createHttpProxyServer, type HttpProxyServer, type ProxyLimits } from '../../../src/proxy/http-proxy.js'
+import { createHttpProxyServer, maxConnectionsForFdLimit, softFdLimit, type HttpProxyServer, type ProxyLimits } from '../../../src/proxy/http-proxy.js'
 import { parseIpAddress } from '../../../src/proxy/target.js'
 
 type T = Test
@@ -696,4 +696,24 @@ t.test('one proxy listens on several addresses; update() swaps the ACL for new r
     s.on('connect', () => { s.destroy(); resolve('connected') })
   })
   t.equal(refused, 'ECONNREFUSED', 'close() closes every listener')
+})
+
+t.test('the connection bound follows the descriptor limit: two descriptors per proxied connection, 256 kept aside', async t => {
+  const limits = (soft: string): string => [
+    'Limit                     Soft Limit           Hard Limit           Units     ',
+    'Max processes             95603                95603                processes ',
+    `Max open files            ${soft}                524288               files     `,
+    'Max locked memory         8388608              8388608              bytes     '
+  ].join('\n')
+  t.equal(softFdLimit(limits('1024')), 1024)
+  t.equal(softFdLimit(limits('20000')), 20000)
+  t.equal(softFdLimit(limits('unlimited')), null, 'unlimited: no number')
+  t.equal(softFdLimit('Max processes 10 10 processes'), null, 'no line: no number')
+  t.equal(softFdLimit(limits('1e400')), null, 'not an integer: no number')
+  t.equal(maxConnectionsForFdLimit(20000), 9872, '(20000 - 256) / 2')
+  t.equal(maxConnectionsForFdLimit(1048576), 524160)
+  t.equal(maxConnectionsForFdLimit(1024), 1024, 'never below 1024')
+  t.equal(maxConnectionsForFdLimit(null), 4096, 'unknown: 4096')
+  t.equal(maxConnectionsForFdLimit(0), 4096)
+  t.equal(maxConnectionsForFdLimit(Number.POSITIVE_INFINITY), 4096)
 })

@@ -234,3 +234,37 @@ t.test('backpressure: a destination that does not read stalls the client instead
   h.server.end()
   t.equal((await h.result).outcome, 'ok')
 })
+
+t.test('a FIN that arrived before the relay started is forwarded (the client half-closed while upstream was connecting)', async t => {
+  const dest = net.createServer({ allowHalfOpen: true })
+  dest.listen(0, '127.0.0.1')
+  await once(dest, 'listening')
+  t.teardown(() => { dest.close() })
+  const front = net.createServer({ allowHalfOpen: true })
+  front.listen(0, '127.0.0.1')
+  await once(front, 'listening')
+  t.teardown(() => { front.close() })
+  const accepted = once(front, 'connection') as Promise<[Socket]>
+  const client = net.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => { client.destroy() })
+  const [a] = await accepted
+  t.teardown(() => { a.destroy() })
+  // Nothing sent, then FIN: the accepted socket reads on its own and emits 'end' before pipe() exists.
+  a.resume()
+  client.end()
+  await once(a, 'end')
+  a.pause()
+  t.ok(a.readableEnded, 'the FIN was consumed before the relay')
+  const served = once(dest, 'connection') as Promise<[Socket]>
+  const b = net.connect({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => { b.destroy() })
+  await once(b, 'connect')
+  const [server] = await served
+  t.teardown(() => { server.destroy() })
+  const result = pipe(a, b)
+  t.equal((await readAll(server)).length, 0, 'the destination sees the FIN (and no bytes)')
+  const clientGot = readAll(client)
+  server.end('answer')
+  t.equal((await clientGot).toString(), 'answer', 'and the answer still reaches the client')
+  t.equal((await result).outcome, 'ok')
+})
