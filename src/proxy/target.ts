@@ -8,13 +8,12 @@
  * Host names come out lower case, punycoded, without the trailing dot.
  */
 import { isIPv4, isIPv6 } from 'node:net'
-import type { IpAddress } from '../config/types.js'
+import type { ForwardTarget, IpAddress } from '../config/types.js'
 
 export type ParseResult<T> = { readonly ok: true, readonly value: T } | { readonly ok: false, readonly reason: string }
 
-export type TargetHost =
-  | { readonly kind: 'name', readonly name: string }
-  | { readonly kind: 'ip', readonly address: IpAddress }
+/** The host of a request target: an IP address or a host name, the same two cases as a dns-proxy forward's target. */
+export type TargetHost = ForwardTarget
 
 export interface RequestTarget {
   readonly host: TargetHost

@@ -51,7 +51,7 @@ interface Harness {
  * client → [listener: a] pipe [b →] destination server. Everything on 127.0.0.1, ports from 0,
  * every socket allowHalfOpen so half-close can be observed.
  */
-async function harness (t: Test, opts: PipeOptions = {}): Promise<Harness> {
+async function harness (t: Test, opts: PipeOptions = {}, beforeRelay?: (client: Socket, a: Socket) => Promise<void>): Promise<Harness> {
   const dest = net.createServer({ allowHalfOpen: true })
   dest.listen(0, '127.0.0.1')
   await once(dest, 'listening')
@@ -67,6 +67,7 @@ async function harness (t: Test, opts: PipeOptions = {}): Promise<Harness> {
   t.teardown(() => { client.destroy() })
   const [a] = await accepted
   t.teardown(() => { a.destroy() })
+  if (beforeRelay !== undefined) await beforeRelay(client, a)
   const b = net.connect({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
   t.teardown(() => { b.destroy() })
   await once(b, 'connect')
@@ -236,35 +237,17 @@ t.test('backpressure: a destination that does not read stalls the client instead
 })
 
 t.test('a FIN that arrived before the relay started is forwarded (the client half-closed while upstream was connecting)', async t => {
-  const dest = net.createServer({ allowHalfOpen: true })
-  dest.listen(0, '127.0.0.1')
-  await once(dest, 'listening')
-  t.teardown(() => { dest.close() })
-  const front = net.createServer({ allowHalfOpen: true })
-  front.listen(0, '127.0.0.1')
-  await once(front, 'listening')
-  t.teardown(() => { front.close() })
-  const accepted = once(front, 'connection') as Promise<[Socket]>
-  const client = net.connect({ port: (front.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
-  t.teardown(() => { client.destroy() })
-  const [a] = await accepted
-  t.teardown(() => { a.destroy() })
-  // Nothing sent, then FIN: the accepted socket reads on its own and emits 'end' before pipe() exists.
-  a.resume()
-  client.end()
-  await once(a, 'end')
-  a.pause()
-  t.ok(a.readableEnded, 'the FIN was consumed before the relay')
-  const served = once(dest, 'connection') as Promise<[Socket]>
-  const b = net.connect({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
-  t.teardown(() => { b.destroy() })
-  await once(b, 'connect')
-  const [server] = await served
-  t.teardown(() => { server.destroy() })
-  const result = pipe(a, b)
-  t.equal((await readAll(server)).length, 0, 'the destination sees the FIN (and no bytes)')
-  const clientGot = readAll(client)
-  server.end('answer')
+  const h = await harness(t, {}, async (client, a) => {
+    // Nothing sent, then FIN: the accepted socket reads on its own and emits 'end' before pipe() exists.
+    a.resume()
+    client.end()
+    await once(a, 'end')
+    a.pause()
+    t.ok(a.readableEnded, 'the FIN was consumed before the relay')
+  })
+  t.equal((await readAll(h.server)).length, 0, 'the destination sees the FIN (and no bytes)')
+  const clientGot = readAll(h.client)
+  h.server.end('answer')
   t.equal((await clientGot).toString(), 'answer', 'and the answer still reaches the client')
-  t.equal((await result).outcome, 'ok')
+  t.equal((await h.result).outcome, 'ok')
 })
