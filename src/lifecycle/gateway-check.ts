@@ -10,9 +10,23 @@ import type { Readiness } from '../observe/health.js'
 import type { Plan } from '../plan/types.js'
 
 const ANSWERED = new Set(['reachable', 'stale', 'delay', 'probe', 'permanent', 'noarp'])
+/** the first look at the neighbour entry; each next one waits twice as long, up to PROBE_EVERY_MS */
+const FIRST_CHECK_MS = 10
 const PROBE_EVERY_MS = 500
+/** how often the kernel is asked to resolve again while there is no answer */
+const ASK_EVERY_MS = 2000
 const WARN_AFTER_MS = 5000
 const RETRY_EVERY_MS = 10_000
+
+/**
+ * When to look at the gateway's neighbour entry next. An answer on a LAN takes well under a millisecond,
+ * so the first looks come fast (readiness should not wait a fixed half second for it) and back off to
+ * PROBE_EVERY_MS; once answered, a look every RETRY_EVERY_MS keeps the readiness check honest.
+ */
+export function nextCheckInMs (checksSoFar: number, answered: boolean): number {
+  if (answered) return RETRY_EVERY_MS
+  return Math.min(PROBE_EVERY_MS, FIRST_CHECK_MS * 2 ** Math.min(checksSoFar, 16))
+}
 
 export function watchGateway (opts: { nl: Rtnl, plan: Plan, logger: Logger, readiness: Readiness }): () => void {
   const { nl, plan, logger, readiness } = opts
@@ -24,6 +38,7 @@ export function watchGateway (opts: { nl: Rtnl, plan: Plan, logger: Logger, read
   let lastAsk = 0
   let timer: NodeJS.Timeout | null = null
   let stopped = false
+  let checks = 0
   readiness.set('gateway', false, `resolving ${gw} on ${linkName}`)
 
   const check = async (): Promise<void> => {
@@ -44,7 +59,7 @@ export function watchGateway (opts: { nl: Rtnl, plan: Plan, logger: Logger, read
         `gateway ${gw} does not answer ARP/ND on ${linkName}: frames from the macvlan's MAC are probably dropped — check hypervisor MAC filtering, OpenStack port security / allowed-address-pairs, vSphere forged transmits / MAC changes, or cloud (AWS) source/dest checks; also that EGRESS_GATEWAY is on that network`)
       readiness.set('gateway', false, `${gw} does not answer on ${linkName} (see the log for the likely causes)`)
     }
-    if (Date.now() - lastAsk >= (answered ? RETRY_EVERY_MS : PROBE_EVERY_MS * 4)) {
+    if (Date.now() - lastAsk >= (answered ? RETRY_EVERY_MS : ASK_EVERY_MS)) {
       lastAsk = Date.now()
       await nl.resolveNeighbour(link.index, gw)
     }
@@ -55,7 +70,7 @@ export function watchGateway (opts: { nl: Rtnl, plan: Plan, logger: Logger, read
     check().catch((err: unknown) => logger.debug({ err }, 'gateway neighbour check failed'))
       .finally(() => {
         if (stopped) return
-        timer = setTimeout(loop, answered ? RETRY_EVERY_MS : PROBE_EVERY_MS)
+        timer = setTimeout(loop, nextCheckInMs(checks++, answered))
         timer.unref()
       })
   }
