@@ -36,8 +36,17 @@ export interface RouterProcess {
   stop (signal?: NodeJS.Signals, timeoutMs?: number): Promise<{ code: number | null, signal: NodeJS.Signals | null }>
 }
 
-export function startRouter (topo: Topology, env: Record<string, string>, opts: { args?: string[], role?: NsRole } = {}): RouterProcess {
-  const child = topo.spawn(opts.role ?? 'router', [process.execPath, ROUTER_BIN, ...(opts.args ?? ['run'])], {
+export interface StartRouterOptions {
+  /** the subcommand and its flags; default `run` */
+  args?: string[]
+  /** the namespace to run in; default the router's */
+  role?: NsRole
+  /** a command the daemon runs under, e.g. `setpriv …` to drop to a user with the systemd unit's capabilities */
+  wrap?: readonly string[]
+}
+
+export function startRouter (topo: Topology, env: Record<string, string>, opts: StartRouterOptions = {}): RouterProcess {
+  const child = topo.spawn(opts.role ?? 'router', [...(opts.wrap ?? []), process.execPath, ROUTER_BIN, ...(opts.args ?? ['run'])], {
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
