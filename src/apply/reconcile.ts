@@ -111,6 +111,17 @@ export class Reconciler {
     }
   }
 
+  /**
+   * Stops the `nft monitor` child and lists the table every interval instead. Called first thing on SIGTERM /
+   * SIGINT: a signal sent to the whole process group (Ctrl-C in a terminal) reaches that child too, and its death
+   * during the drain is not news worth a warning.
+   */
+  stopMonitor (): void {
+    this.#monitor?.stop()
+    this.#monitor = null
+    this.#monitorUp = false
+  }
+
   async stop (): Promise<void> {
     if (this.#timer !== null) clearInterval(this.#timer)
     this.#timer = null
