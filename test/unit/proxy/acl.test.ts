@@ -3,25 +3,11 @@ import fc from 'fast-check'
 import type { AclRule, IpAddress } from '../../../src/config/types.js'
 import { DnsError } from '../../../src/errors.js'
 import { admit, compileAcl, compileClientFilter, describeDenial, type NameResolver } from '../../../src/proxy/acl.js'
-import { parseHost, parseIpAddress } from '../../../src/proxy/target.js'
+import { parseHost } from '../../../src/proxy/target.js'
+import { aclRules } from '../../helpers/acl.js'
 
-/** Test-side rule builder with the SPEC grammar (the real parser lives in src/config). */
-function rules (text: string): AclRule[] {
-  return text.split('\n').map(l => l.trim()).filter(l => l !== '').map((line, i): AclRule => {
-    const deny = line.startsWith('!')
-    const body = deny ? line.slice(1) : line
-    const action = deny ? 'deny' : 'allow'
-    if (body === '*') return { line: i + 1, text: line, action, match: { kind: 'any' } }
-    if (body.startsWith('*.')) return { line: i + 1, text: line, action, match: { kind: 'domain', domain: body.slice(2) } }
-    const [addr = '', prefix] = body.split('/')
-    const ip = parseIpAddress(addr)
-    if (ip !== null) {
-      const family = addr.includes(':') ? 6 : 4
-      return { line: i + 1, text: line, action, match: { kind: 'cidr', cidr: { address: addr, family, prefix: prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix) } } }
-    }
-    return { line: i + 1, text: line, action, match: { kind: 'host', name: body } }
-  })
-}
+/** Rules through the real parser (src/config/http-acl.ts). */
+const rules = aclRules
 
 const ip = (address: string): IpAddress => ({ address, family: address.includes(':') ? 6 : 4 })
 const verdict = (d: { action: string, rule: 'default' | { line: number }, address: IpAddress | null }): string =>

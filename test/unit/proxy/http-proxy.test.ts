@@ -13,12 +13,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
-import type { AclRule, HttpProxyConfig, IpAddress } from '../../../src/config/types.js'
+import type { HttpProxyConfig, IpAddress } from '../../../src/config/types.js'
 import { DnsError } from '../../../src/errors.js'
 import { createMetrics } from '../../../src/observe/metrics.js'
 import type { NameResolver } from '../../../src/proxy/acl.js'
 import { createHttpProxyServer, maxConnectionsForFdLimit, softFdLimit, type HttpProxyServer, type ProxyLimits } from '../../../src/proxy/http-proxy.js'
-import { parseIpAddress } from '../../../src/proxy/target.js'
+import { aclRules } from '../../helpers/acl.js'
 
 type T = Test
 
@@ -28,21 +28,7 @@ const DEST2 = '127.0.0.4'
 
 // ---- helpers -----------------------------------------------------------------------------------
 
-function rules (text: string): AclRule[] {
-  return text.split('\n').map(l => l.trim()).filter(l => l !== '').map((line, i): AclRule => {
-    const deny = line.startsWith('!')
-    const body = deny ? line.slice(1) : line
-    const action = deny ? 'deny' : 'allow'
-    if (body === '*') return { line: i + 1, text: line, action, match: { kind: 'any' } }
-    if (body.startsWith('*.')) return { line: i + 1, text: line, action, match: { kind: 'domain', domain: body.slice(2) } }
-    const [addr = '', prefix] = body.split('/')
-    if (parseIpAddress(addr) !== null) {
-      const family = addr.includes(':') ? 6 : 4
-      return { line: i + 1, text: line, action, match: { kind: 'cidr', cidr: { address: addr, family, prefix: prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix) } } }
-    }
-    return { line: i + 1, text: line, action, match: { kind: 'host', name: body } }
-  })
-}
+const rules = aclRules
 
 /** An honest in-memory resolver: a zone of names; unknown names are NXDOMAIN. */
 class FakeResolver implements NameResolver {
