@@ -70,21 +70,19 @@ function linkName (raw: RawSettings, issues: Issues, name: string, fallback: str
   return value
 }
 
-function port (raw: RawSettings, issues: Issues, name: string, fallback: number): number {
+type ParseOne<T> = (value: string) => { readonly ok: true, readonly value: T } | { readonly ok: false, readonly message: string }
+
+/** One variable through its parser; unset → the fallback; invalid → an issue and the fallback. */
+function single<T> (raw: RawSettings, issues: Issues, name: string, parse: ParseOne<T>, fallback: T): T {
   const value = get(raw, name)
   if (value === undefined) return fallback
-  const parsed = parsePort(value)
+  const parsed = parse(value)
   if (!parsed.ok) { issues.add(name, value, parsed.message); return fallback }
   return parsed.value
 }
 
-function duration (raw: RawSettings, issues: Issues, name: string, fallback: number): number {
-  const value = get(raw, name)
-  if (value === undefined) return fallback
-  const parsed = parseDuration(value)
-  if (!parsed.ok) { issues.add(name, value, parsed.message); return fallback }
-  return parsed.value
-}
+const port = (raw: RawSettings, issues: Issues, name: string, fallback: number): number => single(raw, issues, name, parsePort, fallback)
+const duration = (raw: RawSettings, issues: Issues, name: string, fallback: number): number => single(raw, issues, name, parseDuration, fallback)
 
 function source (raw: RawSettings, issues: Issues): SourceAddress | null {
   const value = get(raw, 'EGRESS_SOURCE')

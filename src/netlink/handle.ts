@@ -152,19 +152,17 @@ export class NetlinkHandle implements Rtnl {
 
   /** Equivalent to: ip -d link show dev NAME (null if there is none) */
   async linkByName (name: string): Promise<LinkState | null> {
-    try {
-      const msgs = await this.request(`get link ${name}`, 0, async o => await this.socket.getLink({}, { ifname: name }, o))
-      const m = msgs[0]
-      return m === undefined ? null : NetlinkHandle.linkState(m)
-    } catch (err) {
-      if (errnoOf(err) === 'ENODEV') return null
-      throw err
-    }
+    return await this.#oneLink(`get link ${name}`, {}, { ifname: name })
   }
 
   async linkByIndex (index: number): Promise<LinkState | null> {
+    return await this.#oneLink(`get link #${index}`, { index }, {})
+  }
+
+  /** RTM_GETLINK for one link; null when there is none (ENODEV). */
+  async #oneLink (what: string, msg: { index?: number }, attrs: { ifname?: string }): Promise<LinkState | null> {
     try {
-      const msgs = await this.request(`get link #${index}`, 0, async o => await this.socket.getLink({ index }, {}, o))
+      const msgs = await this.request(what, 0, async o => await this.socket.getLink(msg, attrs, o))
       const m = msgs[0]
       return m === undefined ? null : NetlinkHandle.linkState(m)
     } catch (err) {
