@@ -40,9 +40,9 @@ function asUnitUser (): string[] {
 
 /** Starts the daemon as the unit would; SIGTERM in teardown. */
 async function unitDaemon (t: Test, topo: Topology, env: Record<string, string>): Promise<RouterProcess> {
-  // Without NODE_OPTIONS: tap puts its process-info hook there (at spawn, whatever env we pass), and the hook
-  // would write into the repository as nobody on exit.
-  const router = startRouter(topo, env, { wrap: [...asUnitUser(), 'env', '-u', 'NODE_OPTIONS'] })
+  // startRouter runs the daemon without NODE_OPTIONS, so tap's process-info hook (which would write into the
+  // repository as nobody on exit) stays out of it.
+  const router = startRouter(topo, env, { wrap: asUnitUser() })
   t.teardown(async () => { await router.stop('SIGTERM', 15_000) })
   try {
     await router.waitReady(20_000)
