@@ -162,7 +162,16 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     name: 'network setup',
     start: async () => {
       const p = plan as Plan
-      network = await applyNetwork(p.network, nl as Rtnl, undo)
+      try {
+        network = await applyNetwork(p.network, nl as Rtnl, undo)
+      } catch (err) {
+        // A step that fails is not stopped by the lifecycle (only the steps before it are): what this one had
+        // already changed (a macvlan made before a sysctl failed) is undone here, in reverse.
+        const { undone, failed } = await undo.unwind()
+        for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
+        if (undone.length > 0) logger.info({ event: 'cleanup', what: 'network', undone }, 'partial network changes removed')
+        throw err
+      }
       const verb = network.created ? 'created' : p.network.link.action === 'adopt' ? 'adopted' : 'found (from an earlier run)'
       logger.info({ event: 'network', link: p.network.link.name, ifindex: network.linkIndex, action: verb, address: `${config.source.address}/${config.source.prefix}`, routes: p.network.routes.length, rules: p.network.rules.length }, `macvlan ${p.network.link.name} ${verb} and configured`)
       readiness.set('network', true)

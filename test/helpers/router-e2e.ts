@@ -54,8 +54,8 @@ export async function daemon (t: Test, topo: Topology, env: Record<string, strin
 export interface Exit { code: number | null, signal: NodeJS.Signals | null, stdout: LogLine[], stderr: string }
 
 /** Runs a daemon command that is expected to end on its own (init mode, invalid configuration, cleanup). */
-export async function runToExit (t: Test, topo: Topology, env: Record<string, string>, args: string[] = ['run'], timeoutMs = 20_000): Promise<Exit> {
-  const router = startRouter(topo, env, { args })
+export async function runToExit (t: Test, topo: Topology, env: Record<string, string>, args: string[] = ['run'], timeoutMs = 20_000, wrap?: readonly string[]): Promise<Exit> {
+  const router = startRouter(topo, env, { args, wrap })
   t.teardown(async () => { await router.stop('SIGKILL', 5_000) })
   let exit: { code: number | null, signal: NodeJS.Signals | null } | null = null
   void router.exited.then((e) => { exit = e })

@@ -167,6 +167,19 @@ t.test('a failed setup exits 1 naming the step and leaves nothing of ours', priv
     sameDumps(t, before, await dumpState(topo), 'after the rollback')
   })
 
+  await t.test('redirect mode, /proc/sys read-only (an unprivileged container, sysctls not preset): the macvlan made before the failure is removed', async (t) => {
+    const before = await dumpState(topo)
+    // The daemon's own mount namespace, with /proc/sys bound read-only over itself.
+    const readOnlySys = ['unshare', '--mount', '--', 'sh', '-c', 'mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec "$@"', 'sh']
+    const exit = await runToExit(t, topo, redirectEnv({ EGRESS_DESTINATION: rules }), ['run'], 20_000, readOnlySys)
+    t.equal(exit.code, 1, `exit 1 (stderr: ${exit.stderr.trim()})`)
+    const failed = exit.stdout.find((l) => l.event === 'setup-failed')
+    t.equal(failed?.step, 'network setup', 'the log names the step')
+    t.match(String(failed?.msg), /sysctl .*EROFS/, `the message names the sysctl and the error: ${String(failed?.msg)}`)
+    t.equal(await linkInfo(topo, 'macvlan0'), null, 'no macvlan left behind')
+    sameDumps(t, before, await dumpState(topo), 'after the failure')
+  })
+
   await t.test('redirect mode, the health port is taken', async (t) => {
     const squatter = await startPeerServer(topo, { ns: 'router', host: '0.0.0.0', tcp: { mode: 'hello' } })
     t.teardown(squatter.stop)
