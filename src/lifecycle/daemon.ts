@@ -158,6 +158,13 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     }
   })
 
+  /** Undoes what this run changed in the network, in reverse; each step that could not be undone is logged. */
+  const unwindNetwork = async (): Promise<Awaited<ReturnType<UndoStack['unwind']>>> => {
+    const result = await undo.unwind()
+    for (const f of result.failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
+    return result
+  }
+
   life.append({
     name: 'network setup',
     start: async () => {
@@ -167,8 +174,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       } catch (err) {
         // A step that fails is not stopped by the lifecycle (only the steps before it are): what this one had
         // already changed (a macvlan made before a sysctl failed) is undone here, in reverse.
-        const { undone, failed } = await undo.unwind()
-        for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
+        const { undone } = await unwindNetwork()
         if (undone.length > 0) logger.info({ event: 'cleanup', what: 'network', undone }, 'partial network changes removed')
         throw err
       }
@@ -178,13 +184,12 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     },
     stop: async () => {
       if (!cleanOnStop()) return
-      const { undone, failed } = await undo.unwind()
+      const { undone, failed } = await unwindNetwork()
       // The undo stack holds only what this run changed. What an earlier run left (a crash, then this restart
       // found it already in place) is ours too: rules at our priorities, routes in our table, the macvlan with
       // our alias. An adopted link carries no alias and is never deleted.
       const p = plan as Plan | null
       const removed = p === null || nl === null ? [] : await cleanupNetwork(cleanupTargets(p.network), nl)
-      for (const f of failed) logger.error({ event: 'cleanup-failed', step: f.name, err: f.error }, `could not ${f.name}`)
       logger.info({ event: 'cleanup', what: 'network', undone, removed }, 'network changes removed')
       if (failed.length > 0) throw new Error(`network cleanup: ${failed.map((f) => f.name).join(', ')} failed`)
     }
