@@ -5,6 +5,8 @@
  * the caller is told (`onChange`) so a change during the gap is not missed.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
 import { createInterface } from 'node:readline'
 
 export interface NftMonitorOptions {
@@ -17,6 +19,25 @@ export interface NftMonitorOptions {
   prefix?: readonly string[]
   /** events closer together than this make one onChange; default 50 ms */
   debounceMs?: number
+  /**
+   * Run the child under `setpriv --pdeathsig TERM` (util-linux, in every Debian) when it is on PATH, so that it dies
+   * with the daemon even when the daemon is SIGKILLed; otherwise it would linger until its next write fails.
+   * Default true.
+   */
+  dieWithParent?: boolean
+}
+
+/** The path of an executable on PATH, or null. */
+export function onPath (name: string, path = process.env.PATH ?? ''): string | null {
+  for (const dir of path.split(delimiter)) {
+    if (dir === '') continue
+    const file = join(dir, name)
+    try {
+      accessSync(file, constants.X_OK)
+      return file
+    } catch { /* not here */ }
+  }
+  return null
 }
 
 export interface NftMonitor {
@@ -29,7 +50,8 @@ const MAX_BACKOFF_MS = 30_000
 
 export function startNftMonitor (opts: NftMonitorOptions): NftMonitor {
   const binary = opts.binary ?? 'nft'
-  const prefix = opts.prefix ?? []
+  const setpriv = opts.dieWithParent === false ? null : onPath('setpriv')
+  const prefix = [...(opts.prefix ?? []), ...(setpriv === null ? [] : [setpriv, '--pdeathsig', 'TERM'])]
   const debounceMs = opts.debounceMs ?? 50
   let child: ChildProcess | null = null
   let stopped = false

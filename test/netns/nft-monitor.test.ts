@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import t from 'tap'
 import { startNftMonitor } from '../../src/nft/monitor.js'
 import { waitFor } from '../../src/lab/wait.js'
@@ -45,4 +45,26 @@ t.test('nft monitor reports ruleset changes, survives its child dying, and stops
   nft(ns, 'add table ip quiet { }\n')
   await new Promise((resolve) => setTimeout(resolve, 200))
   t.equal(changes, afterStop, 'no events after stop')
+})
+
+t.test('the monitor child dies with its parent, even when the parent is SIGKILLed', privileged(), async (t) => {
+  const ns = `ernftmon-${process.pid}-orphan`
+  execFileSync('ip', ['netns', 'add', ns])
+  t.teardown(() => { execFileSync('ip', ['netns', 'del', ns]) })
+  // A parent process of its own (the test runner must survive): it starts the monitor, says so, and waits.
+  const moduleUrl = new URL('../../src/nft/monitor.ts', import.meta.url).href
+  const parent = spawn(process.execPath, [...process.execArgv, '--input-type=module', '-e',
+    `const { startNftMonitor } = await import(${JSON.stringify(moduleUrl)});
+     startNftMonitor({ prefix: ['ip', 'netns', 'exec', ${JSON.stringify(ns)}], onChange: () => { process.stdout.write('change\\n') } });
+     setInterval(() => {}, 1000)`], { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { parent.kill('SIGKILL') })
+  let out = ''
+  parent.stdout.on('data', (b: Buffer) => { out += b.toString() })
+  const pids = (): string[] => execFileSync('ip', ['netns', 'pids', ns]).toString().trim().split('\n').filter((p) => p !== '')
+  await waitFor(() => out.includes('change') && pids().length > 0, { what: 'the monitor child running in the namespace', timeoutMs: 15_000 })
+  const child = pids()
+  t.equal(child.length, 1, 'one monitor child')
+  parent.kill('SIGKILL')
+  await waitFor(() => pids().length === 0, { what: `the monitor child ${child.join(', ')} to die with its parent`, timeoutMs: 5_000 })
+  t.same(pids(), [], 'no orphaned nft monitor')
 })
