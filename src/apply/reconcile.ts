@@ -9,6 +9,7 @@
  * take the new rules for drift and "repair" them back to the old plan.
  */
 import type { Logger } from 'pino'
+import { NftError } from '../errors.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { NftListing, NftRunner } from '../nft/runner.js'
 import { describeDrift, fingerprint } from '../nft/drift.js'
@@ -42,6 +43,7 @@ export class Reconciler {
   #metrics: Metrics | null
   #monitor: NftMonitor | null = null
   #monitorUp = false
+  #stopping = false
   /** the ruleset changed (or may have) since our table was last compared */
   #nftDirty = true
   #ticks = 0
@@ -112,11 +114,13 @@ export class Reconciler {
   }
 
   /**
-   * Stops the `nft monitor` child and lists the table every interval instead. Called first thing on SIGTERM /
-   * SIGINT: a signal sent to the whole process group (Ctrl-C in a terminal) reaches that child too, and its death
-   * during the drain is not news worth a warning.
+   * The process is stopping on SIGTERM / SIGINT; the rules are still kept true until stop(). A signal sent to the
+   * whole process group (Ctrl-C in a terminal) reaches our nft children too: the `nft monitor` child is stopped
+   * (the table is listed every interval instead), and a check whose nft child was killed by a signal is not
+   * reported as a failed repair.
    */
-  stopMonitor (): void {
+  stopping (): void {
+    this.#stopping = true
     this.#monitor?.stop()
     this.#monitor = null
     this.#monitorUp = false
@@ -178,7 +182,10 @@ export class Reconciler {
         logger.info({ event: 'repaired', what: 'nft' }, 'nft rules restored')
       }
     } catch (err) {
-      logger.error({ event: 'repair-failed', what: 'nft', err }, 'could not restore the nft rules; retrying')
+      // Stopping on a signal sent to the whole process group (Ctrl-C): the nft child of this check got it too.
+      const killedWithUs = this.#stopping && err instanceof NftError && err.exitCode === null
+      if (killedWithUs) logger.debug({ event: 'check-interrupted', what: 'nft', err }, 'nft check interrupted by the stop signal')
+      else logger.error({ event: 'repair-failed', what: 'nft', err }, 'could not restore the nft rules; retrying')
     }
   }
 }

@@ -277,7 +277,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   return await new Promise<number>((resolve) => {
     const off = onSignals({
       stop: async (signal) => {
-        reconciler?.stopMonitor()
+        reconciler?.stopping()
         logger.info({ event: 'stop', signal, drainTimeoutMs: config.drainTimeoutMs }, 'stopping: draining connections')
         void notify(stoppingState())
         readiness.set('stopping', false)

@@ -21,8 +21,8 @@ export interface NftMonitorOptions {
   debounceMs?: number
   /**
    * Run the child under `setpriv --pdeathsig TERM` (util-linux, in every Debian) when it is on PATH, so that it dies
-   * with the daemon even when the daemon is SIGKILLed; otherwise it would linger until its next write fails.
-   * Default true.
+   * with the daemon even when the daemon is SIGKILLed (otherwise it would linger until its next write fails), and
+   * in a process group of its own. Default true.
    */
   dieWithParent?: boolean
 }
@@ -72,7 +72,9 @@ export function startNftMonitor (opts: NftMonitorOptions): NftMonitor {
   const launch = (): void => {
     if (stopped) return
     const argv = [...prefix, binary, 'monitor']
-    const c = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] })
+    // With pdeathsig it dies with us anyway, so it gets its own process group: a signal meant for the daemon's
+    // group (Ctrl-C, `kill -TERM -PGID`) would otherwise kill it first, and its death would read as a failure.
+    const c = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: setpriv !== null })
     child = c
     let stderr = ''
     c.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-2000) })
