@@ -136,7 +136,8 @@ export async function runLab (opts: { mode: LabMode, ipv6: boolean, keep: boolea
       say(`  ip netns exec ${t.ns.router} nft list table ${opts.ipv6 ? 'ip6' : 'ip'} egress_router`)
       say(`  ip netns exec ${t.ns.router} curl -s http://127.0.0.1:9090/readyz ; … /metrics`)
       say(`  ip -n ${t.ns.router} addr show ${'macvlan0'} ; ip -n ${t.ns.router} route`)
-      say(`tear down: for n in ${Object.values(t.ns).join(' ')}; do ip netns del $n; done   (the router process ends with its namespace's links; kill it with: pkill -f 'egress-router run')`)
+      // The processes first (the router, the destination's whoami server): deleting a namespace does not end them.
+      say(`tear down: for n in ${Object.values(t.ns).join(' ')}; do ip netns pids $n | xargs -r kill; ip netns del $n; done`)
       t.keep()
       router.child.unref()
       router = null
