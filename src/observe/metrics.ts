@@ -38,7 +38,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
   const r = [registry]
   const beforeScrape = new Set<() => void>()
   // Reading a connection metric (a scrape, or get() in a test) first brings the counts the proxies keep
-  // in plain numbers on their hot paths (see dns-forwarder.ts) into prom-client.
+  // in plain numbers on their hot paths (src/proxy/connection-counters.ts) into prom-client.
   const collect = (): void => {
     for (const sync of beforeScrape) {
       try { sync() } catch { /* a mirror that fails keeps its last values; the read goes on */ }

@@ -20,8 +20,9 @@ import type { Logger } from 'pino'
 import type { DnsForward, IpAddress } from '../config/types.js'
 import { ApplyError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
+import { connectionCounters } from './connection-counters.js'
 import { pipe } from './pipe.js'
-import type { PipeControl, PipeDirection, PipeResult } from './pipe.js'
+import type { PipeControl, PipeResult } from './pipe.js'
 
 // ---- the resolver, as the forwarder sees it ------------------------------------------------------
 
@@ -202,20 +203,8 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   needsResolver(forward, deps.resolver)
   const log = deps.logger.child({ mode: MODE, listener })
 
-  // Metrics are counted in plain numbers and handed to prom-client only when someone reads them
-  // (flushMetrics runs from metrics.beforeScrape): prom-client hashes the label set on every inc(),
-  // even through a labels() child, which per connection and per chunk was a measurable share of the
-  // daemon's CPU.
   const labels = { mode: MODE, listener }
-  const upLabels = { ...labels, direction: 'upstream' }
-  const downLabels = { ...labels, direction: 'downstream' }
-  let pendingAccepted = 0
-  let pendingUp = 0
-  let pendingDown = 0
-  const pendingOutcomes = new Map<Outcome, number>()
-  /** the connections this forwarder has added to the active gauge (shared with listeners on other hosts) */
-  let reportedActive = 0
-  const countBytes = (dir: PipeDirection, n: number): void => { if (dir === 'up') pendingUp += n; else pendingDown += n }
+  const counters = connectionCounters(metrics, labels, () => conns.size)
 
   let server: Server | null = null
   let bound: AddressInfo | null = null
@@ -237,18 +226,6 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   /** resolves close()'s wait once the last connection has finished */
   let drained: (() => void) | null = null
 
-  const flushMetrics = (): void => {
-    const active = conns.size
-    // The gauge series must exist from the first connection on, even when it is back at 0 by the scrape;
-    // inc by the difference (never set()): listeners on other hosts share these labels.
-    if (pendingAccepted > 0 || active !== reportedActive) metrics.connectionsActive.inc(labels, active - reportedActive)
-    reportedActive = active
-    if (pendingAccepted > 0) { metrics.connectionsTotal.inc(labels, pendingAccepted); pendingAccepted = 0 }
-    if (pendingUp > 0) { metrics.bytesTotal.inc(upLabels, pendingUp); pendingUp = 0 }
-    if (pendingDown > 0) { metrics.bytesTotal.inc(downLabels, pendingDown); pendingDown = 0 }
-    for (const [outcome, n] of pendingOutcomes) metrics.connectionOutcomes.inc({ ...labels, outcome }, n)
-    pendingOutcomes.clear()
-  }
 
   // -- the address set ----------------------------------------------------------------------------
 
@@ -313,7 +290,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
     held.delete(conn)
     conn.onCut = null
     if (conn.holdTimer !== null) clearTimeout(conn.holdTimer)
-    pendingOutcomes.set(outcome, (pendingOutcomes.get(outcome) ?? 0) + 1)
+    counters.outcome(outcome)
     // Built only when it is written: this runs once per connection.
     if (log.isLevelEnabled('debug')) {
       log.debug({
@@ -347,7 +324,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
 
   const onConnection = (client: Socket): void => {
     accepted += 1
-    pendingAccepted += 1
+    counters.accepted()
     const conn: Conn = {
       client,
       clientText: log.isLevelEnabled('debug') ? endpointText(client.remoteAddress, client.remotePort) : null,
@@ -471,7 +448,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
       idleTimeoutMs: opts.idleTimeoutMs,
       keepAliveMs: opts.keepAliveMs,
       control,
-      onBytes: countBytes
+      onBytes: counters.bytes
     }).then((result: PipeResult) => {
       finish(conn, result.outcome, {
         destination,
@@ -505,13 +482,13 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
     srv.on('error', (err: Error) => { log.error({ err }, 'listener error') })
     bound = srv.address() as AddressInfo
     accepting = true
-    metrics.beforeScrape.add(flushMetrics)
+    counters.attach()
     try {
       track()
     } catch (err) {
       // The resolver refused the name (it should not: names are validated with the config).
       accepting = false
-      metrics.beforeScrape.delete(flushMetrics)
+      counters.detach()
       srv.close()
       server = null
       bound = null
@@ -554,8 +531,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
       for (const timer of cutTimers) clearTimeout(timer)
       await serverClosed
       bound = null
-      flushMetrics()
-      metrics.beforeScrape.delete(flushMetrics)
+      counters.detach()
       log.info('listener closed')
     })()
     return closing

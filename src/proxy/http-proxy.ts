@@ -17,6 +17,7 @@ import type { Logger } from 'pino'
 import type { HttpProxyConfig, IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
+import { connectionCounters } from './connection-counters.js'
 import { admit, admitAddress, compileAcl, compileClientFilter, describeDenial, type Admission, type CompiledAcl, type NameResolver } from './acl.js'
 import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
 import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
@@ -248,29 +249,12 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   const listener = String(config.port)
   const labels = { mode: MODE, listener }
 
-  // Hot-path counters are plain numbers, brought into prom-client before every read of the metrics
-  // (metrics.beforeScrape): a labelled inc() hashes its labels on every call, per chunk for bytes.
-  const counts = { connections: 0, upstream: 0, downstream: 0, outcomes: new Map<Outcome, number>() }
+  const counters = connectionCounters(metrics, labels, () => clients.size)
+  counters.attach()
   const bytes = {
-    upstream: { inc: (n: number): void => { counts.upstream += n } },
-    downstream: { inc: (n: number): void => { counts.downstream += n } }
+    upstream: { inc: (n: number): void => { counters.bytes('up', n) } },
+    downstream: { inc: (n: number): void => { counters.bytes('down', n) } }
   }
-  const recordOutcome = (outcome: Outcome): void => { counts.outcomes.set(outcome, (counts.outcomes.get(outcome) ?? 0) + 1) }
-  const syncMetrics = (): void => {
-    if (counts.connections > 0) metrics.connectionsTotal.inc(labels, counts.connections)
-    if (counts.upstream > 0) metrics.bytesTotal.inc({ ...labels, direction: 'upstream' }, counts.upstream)
-    if (counts.downstream > 0) metrics.bytesTotal.inc({ ...labels, direction: 'downstream' }, counts.downstream)
-    for (const [outcome, n] of counts.outcomes) metrics.connectionOutcomes.inc({ ...labels, outcome }, n)
-    // inc by the difference, not set(): another server on the same registry may share the labels
-    // (from the first connection on, even at a difference of 0: the series must exist once used)
-    if (counts.connections > 0 || clients.size !== reportedActive) { metrics.connectionsActive.inc(labels, clients.size - reportedActive); reportedActive = clients.size }
-    counts.connections = 0
-    counts.upstream = 0
-    counts.downstream = 0
-    counts.outcomes.clear()
-  }
-  let reportedActive = 0
-  metrics.beforeScrape.add(syncMetrics)
   const aclCounter = new Map<string, { inc: () => void }>()
   const countDecision = (action: 'allow' | 'deny', rule: string): void => {
     const key = `${action} ${rule}`
@@ -385,7 +369,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     const finish = (outcome: Outcome): void => {
       if (recorded) return
       recorded = true
-      recordOutcome(outcome)
+      counters.outcome(outcome)
       // One event per request at debug, built only when it is written.
       if (log.isLevelEnabled('debug')) {
         log.debug({
@@ -509,7 +493,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       downstreamBytes: bytes.downstream,
       clientPass,
       guard: destinationPass,
-      finish: (outcome) => { if (!recorded) { recorded = true; recordOutcome(outcome) } }
+      finish: (outcome) => { if (!recorded) { recorded = true; counters.outcome(outcome) } }
     }
   }
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -521,7 +505,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   let onIdle: (() => void) | null = null
   server.on('connection', (socket: Socket) => {
     clients.set(socket, describeClient(socket))
-    counts.connections += 1
+    counters.accepted()
     socket.once('close', () => {
       clients.delete(socket)
       if (clients.size === 0) onIdle?.()
@@ -548,7 +532,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
         : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'timeout']
           : [400, 'Bad Request', 'bad-request']
     log.info({ client: clientOf(socket as Socket), code, status, reason: err.message }, 'malformed or slow request')
-    recordOutcome(outcome)
+    counters.outcome(outcome)
     // As Node's default: answer only when no response has started on this connection, then drop it.
     const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage
     if (inFlight?.headersSent !== true) {
@@ -604,8 +588,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
           if (!listenerClosed || clients.size > 0) return
           clearTimeout(deadline)
           agent.destroy()
-          syncMetrics()
-          metrics.beforeScrape.delete(syncMetrics)
+          counters.detach()
           resolve()
         }
         const deadline = setTimeout(() => {
