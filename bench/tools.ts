@@ -3,8 +3,9 @@
  * peer is left running — Debian's squid, tinyproxy, haproxy and nginx packages start one on install
  * (where services may start), and it would take the CPU and ports the bench measures.
  */
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { run } from '../src/lab/exec.js'
+import { onPath } from '../src/on-path.js'
 
 /** binary → the Debian package that has it */
 export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
@@ -29,19 +30,16 @@ const SERVICES: Readonly<Record<string, string>> = {
   nginx: '/run/nginx.pid'
 }
 
-async function which (binary: string): Promise<boolean> {
-  for (const dir of ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
-    if (existsSync(`${dir}/${binary}`)) return true
-  }
-  const r = await run(['sh', '-c', `command -v ${binary}`], { timeoutMs: 5_000 })
-  return r.code === 0
+/** On $PATH or in the usual system directories (a root shell's PATH may lack the sbin ones). */
+function which (binary: string): boolean {
+  return onPath(binary, `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`) !== null
 }
 
 /** Installs what is missing. Returns the packages it installed; throws when apt-get fails. */
 export async function ensureTools (say: (line: string) => void): Promise<string[]> {
   const missing = new Set<string>()
   for (const [binary, pkg] of Object.entries(TOOL_PACKAGES)) {
-    if (!await which(binary)) missing.add(pkg)
+    if (!which(binary)) missing.add(pkg)
   }
   if (missing.size === 0) return []
   const pkgs = [...missing].sort()

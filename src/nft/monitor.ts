@@ -5,9 +5,8 @@
  * the caller is told (`onChange`) so a change during the gap is not missed.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
-import { delimiter, join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { onPath } from '../on-path.js'
 
 export interface NftMonitorOptions {
   /** called (debounced) after the ruleset changed; also after the monitor (re)started */
@@ -25,19 +24,6 @@ export interface NftMonitorOptions {
    * in a process group of its own. Default true.
    */
   dieWithParent?: boolean
-}
-
-/** The path of an executable on PATH, or null. */
-export function onPath (name: string, path = process.env.PATH ?? ''): string | null {
-  for (const dir of path.split(delimiter)) {
-    if (dir === '') continue
-    const file = join(dir, name)
-    try {
-      accessSync(file, constants.X_OK)
-      return file
-    } catch { /* not here */ }
-  }
-  return null
 }
 
 export interface NftMonitor {
