@@ -1,5 +1,5 @@
 /**
- * CONNECT tunnels on raw sockets (neither http-proxy nor http-proxy-3 does CONNECT).
+ * CONNECT tunnels on raw sockets.
  *
  * Guard first (target, port, then the shared client + ACL passes the server injects), connect from
  * the egress source address with a deadline, answer `200 Connection Established`, then relay both
@@ -16,7 +16,7 @@ import { formatTarget, parseAuthorityTarget, type RequestTarget } from './target
 
 /** An answer other than success: status line, the one-line reason, the metric outcome. */
 export interface Refusal {
-  readonly status: 400 | 403 | 411 | 502 | 503 | 504
+  readonly status: 400 | 403 | 502 | 503 | 504
   readonly reason: string
   readonly outcome: Outcome
 }
@@ -42,7 +42,7 @@ export interface TunnelContext {
 }
 
 export const STATUS_TEXT: Record<Refusal['status'], string> = {
-  400: 'Bad Request', 403: 'Forbidden', 411: 'Length Required', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout'
+  400: 'Bad Request', 403: 'Forbidden', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout'
 }
 
 export function connectPortAllowed (ports: readonly number[] | '*', port: number): boolean {
@@ -50,13 +50,18 @@ export function connectPortAllowed (ports: readonly number[] | '*', port: number
 }
 
 /** Maps an upstream connect/transfer failure to the answer the client gets. */
+/** Our own deadlines (tunnels), the kernel's, and undici's (plain HTTP: connect, waiting for the answer, between its chunks). */
+const TIMEOUT_CODES = new Set(['ERR_UPSTREAM_CONNECT_TIMEOUT', 'ERR_UPSTREAM_IDLE_TIMEOUT', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+/** UND_ERR_SOCKET: undici's "other side closed" (the destination closed or reset the connection). */
+const REFUSED_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET'])
+
 export function upstreamFailure (error: unknown): Refusal {
   const code = (error as { code?: unknown } | null)?.code
   const what = error instanceof Error ? error.message : String(error)
-  if (code === 'ERR_UPSTREAM_CONNECT_TIMEOUT' || code === 'ERR_UPSTREAM_IDLE_TIMEOUT' || code === 'ETIMEDOUT') {
+  if (typeof code === 'string' && TIMEOUT_CODES.has(code)) {
     return { status: 504, reason: `upstream timed out: ${what}`, outcome: 'timeout' }
   }
-  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED') {
+  if (typeof code === 'string' && REFUSED_CODES.has(code)) {
     return { status: 502, reason: `upstream refused or reset the connection: ${what}`, outcome: 'refused' }
   }
   return { status: 502, reason: `upstream connection failed: ${what}`, outcome: 'error' }

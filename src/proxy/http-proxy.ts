@@ -1,18 +1,19 @@
 /**
  * The http-proxy mode's server: a forward proxy for absolute-form HTTP requests (streamed upstream
- * with http-proxy-3) and CONNECT tunnels (connect-tunnel.ts), every connection leaving from the
- * egress source address, every destination checked by the ACL before a byte goes out.
+ * over undici's keep-alive connection pools) and CONNECT tunnels (connect-tunnel.ts), every
+ * connection leaving from the egress source address, every destination checked by the ACL before a
+ * byte goes out.
  *
  * Each request goes through small named passes — method, client, target, framing, destination
  * (ACL after one lookup) — and only then is streamed. Node's strict HTTP parser stays on (never
  * insecureHTTPParser): conflicting Content-Length / Transfer-Encoding is a 400 before we see it.
  */
 import { readFileSync } from 'node:fs'
-import { Agent, createServer, type ClientRequest, type ClientRequestArgs, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http'
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { Agent as Pools, Client, Pool, buildConnector, type Dispatcher } from 'undici'
 import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
-import { connect as netConnect, createServer as createNetServer, type Server as NetServer } from 'node:net'
-import { ProxyServer } from 'http-proxy-3'
+import { createServer as createNetServer, type Server as NetServer } from 'node:net'
 import type { Logger } from 'pino'
 import type { HttpProxyConfig, IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
@@ -124,21 +125,29 @@ const dropped = (name: string, tokens: ReadonlySet<string>): boolean =>
   HOP_BY_HOP.has(name) || name.startsWith('proxy-') || tokens.has(name)
 
 /**
- * Headers for the upstream request: hop-by-hop fields, those named in Connection and every
- * Proxy-* removed; Host taken from the request URI (never the client's Host header); Via added.
- * A chunked request body stays chunked (Node de-chunks it, and would otherwise send a GET body
- * with no framing at all); `Expect` was answered by us.
+ * Headers for the upstream request, as a flat raw list (the client's field names and order kept):
+ * hop-by-hop fields, those named in Connection and every Proxy-* removed; Host taken from the
+ * request URI (never the client's Host header); Via added. The body's framing is the client's:
+ * its Content-Length stays, a chunked body (Transfer-Encoding is hop-by-hop) is sent chunked again
+ * by the pool; `Expect` was answered by us.
  */
-export function upstreamRequestHeaders (headers: IncomingHttpHeaders, authority: string, chunkedBody: boolean): OutgoingHttpHeaders {
-  const tokens = connectionTokens([headers.connection, headers['proxy-connection']])
-  const out: OutgoingHttpHeaders = {}
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || dropped(name, tokens) || name === 'host' || name === 'via' || name === 'expect') continue
-    out[name] = value
+export function upstreamRequestHeaders (rawHeaders: readonly string[], authority: string): string[] {
+  const connection: string[] = []
+  let via: string | undefined
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = (rawHeaders[i] ?? '').toLowerCase()
+    if (name === 'connection' || name === 'proxy-connection') connection.push(rawHeaders[i + 1] ?? '')
+    else if (name === 'via') via = via === undefined ? rawHeaders[i + 1] : `${via}, ${rawHeaders[i + 1] ?? ''}`
   }
-  out.host = authority
-  out.via = headers.via === undefined ? VIA : `${headers.via}, ${VIA}`
-  if (chunkedBody) out['transfer-encoding'] = 'chunked'
+  const tokens = connectionTokens(connection)
+  const out: string[] = ['Host', authority]
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] ?? ''
+    const lower = name.toLowerCase()
+    if (dropped(lower, tokens) || lower === 'host' || lower === 'via' || lower === 'expect') continue
+    out.push(name, rawHeaders[i + 1] ?? '')
+  }
+  out.push('Via', via === undefined ? VIA : `${via}, ${VIA}`)
   return out
 }
 
@@ -158,59 +167,80 @@ export function downstreamResponseHeaders (rawHeaders: readonly string[], closeC
   return out
 }
 
-/** Per-request state shared between the passes and the http-proxy-3 callbacks. */
-interface RequestState {
-  readonly client: string
-  readonly target: RequestTarget
-  readonly address: IpAddress
-  readonly finish: (outcome: Outcome) => void
-  /** body bytes of this request each way, for its debug event */
-  readonly sent: { up: number, down: number }
+/**
+ * The upstream side: undici connection pools (one per destination address and port, kept alive,
+ * one request at a time per connection) whose sockets leave from the egress source. A connect
+ * deadline, and the idle deadline while waiting for the answer and between its chunks, surface as
+ * errors (504) instead of a hanging request. Free connections are kept for the destination's
+ * Keep-Alive hint, at most the idle deadline.
+ */
+function upstreamPools (source: IpAddress, limits: ProxyLimits): Pools {
+  const connector = buildConnector({ family: source.family, timeout: limits.connectTimeoutMs, noDelay: true })
+  return new Pools({
+    // localAddress as a client option: undici's connector overrides one given in `connect` with it
+    localAddress: source.address,
+    headersTimeout: limits.idleTimeoutMs,
+    bodyTimeout: limits.idleTimeoutMs,
+    keepAliveTimeout: Math.min(FREE_SOCKET_MS, limits.idleTimeoutMs),
+    keepAliveMaxTimeout: limits.idleTimeoutMs,
+    pipelining: 1,
+    connections: null,
+    factory: (origin, opts) => new Pool(origin, { ...opts, factory: (o, clientOpts) => noReconnectAfterAbort(o, clientOpts, connector) })
+  })
 }
 
-const STATE = Symbol('egress-router request state')
-type StatefulRequest = IncomingMessage & { [STATE]?: RequestState }
-
 /**
- * A keep-alive agent whose sockets leave from the egress source, with a connect deadline and an
- * idle deadline that surface as errors (504) instead of a hanging request.
+ * A Client that does not reconnect for a request that was just aborted. undici 7 (and 8 until
+ * nodejs/undici#5845 is fixed) puts an in-flight request that is aborted back among the pending ones
+ * when it destroys the connection, opens a new connection for it, and only then drops it: that
+ * connection then sits open, unused — one per client that gave up, to a destination that may be
+ * slow precisely because it is overloaded. The reconnect follows the 'disconnect' event
+ * synchronously, so the connector refuses a connect made in that same turn; a later one (a real
+ * request) connects as usual.
  */
-class EgressAgent extends Agent {
-  readonly #source: IpAddress
-  readonly #connectTimeoutMs: number
-  readonly #idleTimeoutMs: number
+function noReconnectAfterAbort (origin: string | URL, opts: Client.Options, connector: buildConnector.connector): Client {
+  let afterAbort = false
+  const client = new Client(origin, {
+    ...opts,
+    connect: (options, callback) => {
+      if (afterAbort) {
+        afterAbort = false
+        callback(new EgressError('ERR_ABORTED_REQUEST', 'no reconnect for an aborted request'), null)
+        return
+      }
+      connector(options, callback)
+    }
+  })
+  client.on('disconnect', (_origin, _targets, err) => {
+    if ((err as Error & { code?: string }).code !== 'UND_ERR_INFO' || err.message !== 'aborted') return
+    afterAbort = true
+    queueMicrotask(() => { afterAbort = false })
+  })
+  return client
+}
 
-  constructor (source: IpAddress, limits: ProxyLimits) {
-    // `timeout` is also what free sockets may sit idle in the pool (shortened by a Keep-Alive: timeout hint).
-    super({ keepAlive: true, timeout: limits.idleTimeoutMs, scheduling: 'lifo' })
-    this.#source = source
-    this.#connectTimeoutMs = limits.connectTimeoutMs
-    this.#idleTimeoutMs = limits.idleTimeoutMs
+/** The client's request body as the pool reads it, counted on the way (an upload is a few chunks, not the hot path). */
+async function * countedBody (req: IncomingMessage, sent: { up: number }, counter: { inc: (n: number) => void }): AsyncGenerator<Buffer> {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    sent.up += chunk.length
+    counter.inc(chunk.length)
+    yield chunk
   }
+}
 
-  override createConnection (options: ClientRequestArgs): Duplex {
-    const host = options.host ?? options.hostname ?? ''
-    const port = Number(options.port)
-    // noDelay: a request head written after a small body chunk (or a pooled socket's second request)
-    // must not wait for the previous segment's delayed ACK (Nagle: ~40 ms per request on keep-alive).
-    const socket = netConnect({ host, port, localAddress: this.#source.address, family: this.#source.family, noDelay: true })
-    const timer = setTimeout(() => {
-      socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${host} port ${port} timed out after ${this.#connectTimeoutMs} ms`))
-    }, this.#connectTimeoutMs).unref()
-    socket.once('connect', () => clearTimeout(timer))
-    socket.once('close', () => clearTimeout(timer))
-    socket.setTimeout(this.#idleTimeoutMs)
-    socket.on('timeout', () => {
-      socket.destroy(new EgressError('ERR_UPSTREAM_IDLE_TIMEOUT', `no traffic from ${host} port ${port} for ${this.#idleTimeoutMs} ms`))
-    })
-    return socket
-  }
+/** How long a free upstream connection is kept when the destination sends no Keep-Alive hint. */
+const FREE_SOCKET_MS = 30_000
 
-  /** A pooled socket may have been given the destination's shorter Keep-Alive hint while free; in use, the idle deadline applies again. */
-  override reuseSocket (socket: Duplex, request: ClientRequest): void {
-    super.reuseSocket(socket, request)
-    ;(socket as Socket).setTimeout(this.#idleTimeoutMs)
+/** undici's parsed response fields as the flat raw list writeHead takes (repeated fields stay repeated). */
+function flatHeaders (headers: IncomingHttpHeaders): string[] {
+  const out: string[] = []
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined) continue
+    if (Array.isArray(value)) for (const v of value) out.push(name, v)
+    else out.push(name, value)
   }
+  return out
 }
 
 interface ClientInfo {
@@ -267,10 +297,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     child.inc()
   }
 
-  const agent = new EgressAgent(source, limits)
-  const proxy = new ProxyServer({})
-  // Per-request state rides on the request object (a WeakMap entry per request costs the GC more).
-  const stateOf = (req: IncomingMessage): RequestState | undefined => (req as StatefulRequest)[STATE]
+  const pools = upstreamPools(source, limits)
   /** every open client connection, with its address parsed once at accept */
   const clients = new Map<Socket, ClientInfo>()
   let draining = false
@@ -397,39 +424,71 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     if (!parsed.ok) return refuse({ status: 400, reason: parsed.reason, outcome: 'bad-request' })
     const { target, path } = parsed.value
     where = formatTarget(target)
-    // pass: framing — http-proxy-3 rewrites DELETE/OPTIONS without Content-Length to `Content-Length: 0`,
-    // which would send a chunked body unframed: ask the client for a length instead.
-    const chunked = req.headers['transfer-encoding'] !== undefined
-    if (chunked && (req.method === 'DELETE' || req.method === 'OPTIONS')) {
-      return refuse({ status: 411, reason: `${req.method} with a chunked body needs a Content-Length`, outcome: 'bad-request' })
-    }
+    // pass: framing — a body is streamed with its length, or chunked again when it came chunked
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0')
 
     // pass: destination (ACL after one lookup), then stream
     const forward = (guard: GuardResult): void => {
       if (!guard.ok) return refuse(guard.refusal)
       if (res.destroyed || req.socket.destroyed) return finish('aborted')
-      ;(req as StatefulRequest)[STATE] = { client: clientOf(req.socket), target, address: guard.address, finish, sent }
+      const address = guard.address
       // While a request is in flight the upstream socket's idle deadline decides (504, or a cut
       // response): a client quietly waiting for a slow destination is not idle.
       res.on('timeout', () => {})
-      req.headers = upstreamRequestHeaders(req.headers, target.authority, chunked) as IncomingHttpHeaders
-      req.url = path
       if (expectContinue) res.writeContinue()
-      proxy.web(req, res, {
-        target: { protocol: 'http:', host: guard.address.address, port: target.port },
-        agent,
-        localAddress: source.address,
-        // toProxy + no prependPath: the path goes upstream exactly as the client wrote it
-        toProxy: true,
-        prependPath: false,
-        selfHandleResponse: true,
-        xfwd: false
-      }, (err: Error) => {
-        const refusal = upstreamFailure(err)
-        log.warn({ client: clientOf(req.socket), target: formatTarget(target), address: guard.address.address, err }, 'upstream request failed')
-        reply(req, res, refusal, finish)
+      const origin = `http://${address.family === 6 ? `[${address.address}]` : address.address}:${target.port}`
+      let controller: Dispatcher.DispatchController | null = null
+      let answered = false
+      // The client went away before the answer was through: stop the upstream request.
+      res.once('close', () => { if (!res.writableFinished) controller?.abort(new Error('client went away')) })
+      // A client that stops reading pauses the destination's answer (backpressure).
+      res.on('drain', () => { controller?.resume() })
+      pools.dispatch({
+        origin,
+        path,
+        method: req.method as Dispatcher.HttpMethod,
+        headers: upstreamRequestHeaders(req.rawHeaders, target.authority),
+        // undici takes async iterables as bodies (its types list only Readable)
+        body: hasBody ? countedBody(req, sent, bytes.upstream) as unknown as Dispatcher.DispatchOptions['body'] : null
+      }, {
+        onRequestStart (c) {
+          controller = c
+          if (res.destroyed) c.abort(new Error('client went away'))
+        },
+        onResponseStart (c, statusCode, headers, statusMessage) {
+          if (statusCode < 200) return // 1xx: undici reads past it
+          answered = true
+          if (res.destroyed || res.headersSent) { c.abort(new Error('client went away')); return }
+          try {
+            res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(flatHeaders(headers), draining))
+          } catch (err) {
+            // A field undici accepted but Node's server refuses to write (ERR_INVALID_CHAR, …).
+            c.abort(err as Error)
+            reply(req, res, { status: 502, reason: `invalid response from the destination: ${(err as Error).message}`, outcome: 'error' }, finish)
+          }
+        },
+        onResponseData (c, chunk) {
+          sent.down += chunk.length
+          bytes.downstream.inc(chunk.length)
+          if (!res.write(chunk)) c.pause()
+        },
+        onResponseEnd () {
+          res.end()
+        },
+        onResponseError (_c, err: Error & { code?: string }) {
+          // The client went first (its close aborted the upstream request): nothing to answer.
+          if (res.destroyed || req.socket.destroyed) { finish('aborted'); return }
+          if (!answered) {
+            log.warn({ client: clientOf(req.socket), target: where, address: address.address, err }, 'upstream request failed')
+            reply(req, res, upstreamFailure(err), finish)
+            return
+          }
+          // The destination died mid-body: the client must see a truncated response, not a clean end.
+          log.warn({ client: clientOf(req.socket), target: where, err }, 'upstream response broke off')
+          finish('error')
+          res.destroy()
+        }
       })
-      req.on('data', (chunk: Buffer) => { sent.up += chunk.length; bytes.upstream.inc(chunk.length) })
     }
     const failed = (err: unknown): void => {
       log.error({ err }, 'request handler failed')
@@ -444,36 +503,6 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       failed(err)
     }
   }
-
-  proxy.on('proxyRes', (proxyRes, req, res) => {
-    const state = stateOf(req)
-    proxyRes.on('error', () => { /* pipeline below reports it */ })
-    if (state === undefined || res.destroyed || res.headersSent) { proxyRes.destroy(); return }
-    try {
-      res.writeHead(proxyRes.statusCode ?? 502, proxyRes.statusMessage, downstreamResponseHeaders(proxyRes.rawHeaders, draining))
-    } catch (err) {
-      // A header Node's client accepted but its server refuses to write (ERR_INVALID_CHAR, …).
-      proxyRes.destroy()
-      reply(req, res, { status: 502, reason: `invalid response from the destination: ${(err as Error).message}`, outcome: 'error' }, state.finish)
-      return
-    }
-    const sent = state.sent
-    proxyRes.on('data', (chunk: Buffer) => { sent.down += chunk.length; bytes.downstream.inc(chunk.length) })
-    // pipe() and two listeners, not stream.pipeline(): pipeline's end-of-stream tracking (an
-    // AbortController and a DOMException per response) cost a third of the keep-alive request rate.
-    proxyRes.once('error', (err: Error) => {
-      // Either the client went first (its close tore the upstream request down: 'aborted'), or the
-      // destination died mid-body: then the client must see a truncated response, not a clean end.
-      const clientGone = res.destroyed && req.socket.destroyed
-      if (!res.destroyed) res.destroy()
-      if (!clientGone) log.warn({ client: state.client, target: formatTarget(state.target), err }, 'upstream response broke off')
-      state.finish(clientGone ? 'aborted' : 'error')
-    })
-    // The client went away before the body was through: stop reading the destination's answer.
-    res.once('close', () => { if (!proxyRes.readableEnded) proxyRes.destroy() })
-    proxyRes.pipe(res)
-  })
-  proxy.on('error', (err) => { log.error({ err }, 'http-proxy-3 error') })
 
   server.on('request', (req, res) => onRequest(req, res, false))
   // Answer 100 Continue only once the destination is allowed.
@@ -587,7 +616,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
         const finishIfDone = (): void => {
           if (!listenerClosed || clients.size > 0) return
           clearTimeout(deadline)
-          agent.destroy()
+          void pools.destroy()
           counters.detach()
           resolve()
         }
