@@ -439,6 +439,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       const origin = `http://${address.family === 6 ? `[${address.address}]` : address.address}:${target.port}`
       let controller: Dispatcher.DispatchController | null = null
       let answered = false
+      let refused = false
       // The client went away before the answer was through: stop the upstream request.
       res.once('close', () => { if (!res.writableFinished) controller?.abort(new Error('client went away')) })
       // A client that stops reading pauses the destination's answer (backpressure).
@@ -462,9 +463,11 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
           try {
             res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(flatHeaders(headers), draining))
           } catch (err) {
-            // A field undici accepted but Node's server refuses to write (ERR_INVALID_CHAR, …).
-            c.abort(err as Error)
+            // A field undici accepted but Node's server refuses to write (ERR_INVALID_CHAR, …): answer 502
+            // first, then drop the upstream request (its abort must not reset that answer).
+            refused = true
             reply(req, res, { status: 502, reason: `invalid response from the destination: ${(err as Error).message}`, outcome: 'error' }, finish)
+            c.abort(err as Error)
           }
         },
         onResponseData (c, chunk) {
@@ -476,6 +479,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
           res.end()
         },
         onResponseError (_c, err: Error & { code?: string }) {
+          if (refused) return
           // The client went first (its close aborted the upstream request): nothing to answer.
           if (res.destroyed || req.socket.destroyed) { finish('aborted'); return }
           if (!answered) {
