@@ -50,8 +50,8 @@ export function connectPortAllowed (ports: readonly number[] | '*', port: number
 }
 
 /** Maps an upstream connect/transfer failure to the answer the client gets. */
-/** Our own deadlines (tunnels), the kernel's, and undici's (plain HTTP: connect, waiting for the answer, between its chunks). */
-const TIMEOUT_CODES = new Set(['ERR_UPSTREAM_CONNECT_TIMEOUT', 'ERR_UPSTREAM_IDLE_TIMEOUT', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
+/** Our own connect deadline (tunnels), the kernel's, and undici's (plain HTTP: connect, waiting for the answer, between its chunks). */
+const TIMEOUT_CODES = new Set(['ERR_UPSTREAM_CONNECT_TIMEOUT', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])
 /** UND_ERR_SOCKET: undici's "other side closed" (the destination closed or reset the connection). */
 const REFUSED_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED', 'UND_ERR_SOCKET'])
 

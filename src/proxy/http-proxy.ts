@@ -151,21 +151,27 @@ export function upstreamRequestHeaders (rawHeaders: readonly string[], authority
   return out
 }
 
-/** Response headers for the client, as a flat raw list (keeps repeated Set-Cookie and the upstream's case). */
-export function downstreamResponseHeaders (rawHeaders: readonly string[], closeConnection: boolean): string[] {
-  const names: string[] = []
-  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] ?? '').toLowerCase() === 'connection') names.push(rawHeaders[i + 1] ?? '')
-  const tokens = connectionTokens(names)
+/**
+ * Response headers for the client as the flat list writeHead takes, from undici's parsed fields
+ * (lower-case names; a repeated field such as Set-Cookie is an array and stays repeated): hop-by-hop
+ * fields and those named in Connection removed, Via added.
+ */
+export function downstreamResponseHeaders (headers: IncomingHttpHeaders, closeConnection: boolean): string[] {
+  const tokens = connectionTokens([headers.connection])
   const out: string[] = []
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    const name = rawHeaders[i] ?? ''
-    if (dropped(name.toLowerCase(), tokens)) continue
-    out.push(name, rawHeaders[i + 1] ?? '')
+  for (const name in headers) {
+    const value = headers[name]
+    if (value === undefined || dropped(name, tokens)) continue
+    if (Array.isArray(value)) for (const v of value) out.push(name, v)
+    else out.push(name, value)
   }
   out.push('Via', VIA)
   if (closeConnection) out.push('Connection', 'close')
   return out
 }
+
+/** How long a free upstream connection is kept when the destination sends no Keep-Alive hint. */
+const FREE_SOCKET_MS = 30_000
 
 /**
  * The upstream side: undici connection pools (one per destination address and port, kept alive,
@@ -226,21 +232,6 @@ async function * countedBody (req: IncomingMessage, sent: { up: number }, counte
     counter.inc(chunk.length)
     yield chunk
   }
-}
-
-/** How long a free upstream connection is kept when the destination sends no Keep-Alive hint. */
-const FREE_SOCKET_MS = 30_000
-
-/** undici's parsed response fields as the flat raw list writeHead takes (repeated fields stay repeated). */
-function flatHeaders (headers: IncomingHttpHeaders): string[] {
-  const out: string[] = []
-  for (const name in headers) {
-    const value = headers[name]
-    if (value === undefined) continue
-    if (Array.isArray(value)) for (const v of value) out.push(name, v)
-    else out.push(name, value)
-  }
-  return out
 }
 
 interface ClientInfo {
@@ -461,7 +452,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
           answered = true
           if (res.destroyed || res.headersSent) { c.abort(new Error('client went away')); return }
           try {
-            res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(flatHeaders(headers), draining))
+            res.writeHead(statusCode, statusMessage, downstreamResponseHeaders(headers, draining))
           } catch (err) {
             // A field undici accepted but Node's server refuses to write (ERR_INVALID_CHAR, …): answer 502
             // first, then drop the upstream request (its abort must not reset that answer).
