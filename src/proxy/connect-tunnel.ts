@@ -6,12 +6,14 @@
  * ways with backpressure. A FIN is passed on as a FIN (half-close), an error or reset on one side
  * destroys the other, and an idle tunnel is closed after the idle timeout.
  */
-import { connect as netConnect, type Socket } from 'node:net'
+import type { Socket } from 'node:net'
 import type { IncomingMessage } from 'node:http'
 import type { Logger } from 'pino'
 import type { IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Outcome } from '../observe/metrics.js'
+import { pipe } from './pipe.js'
+import { connectOwned } from './read-buffers.js'
 import { formatTarget, parseAuthorityTarget, type RequestTarget } from './target.js'
 
 /** An answer other than success: status line, the one-line reason, the metric outcome. */
@@ -102,7 +104,8 @@ export function answerOnSocket (socket: Socket, refusal: Refusal, lingerMs = REF
 export function connectUpstream (address: IpAddress, port: number, source: IpAddress, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
   return new Promise((resolve, reject) => {
     // noDelay: tunnel bytes (a TLS handshake, a small request) go out as they come, never held for an ACK.
-    const socket = netConnect({ host: address.address, port, family: address.family, localAddress: source.address, allowHalfOpen: true, noDelay: true })
+    // Reads into relay-owned buffers (read-buffers.ts): the download direction is written on without an allocation per read.
+    const socket = connectOwned({ host: address.address, port, family: address.family, localAddress: source.address, allowHalfOpen: true, noDelay: true })
     const timer = setTimeout(() => {
       socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${address.address} port ${port} timed out after ${timeoutMs} ms`))
     }, timeoutMs).unref()
@@ -126,40 +129,26 @@ export interface RelayResult {
 }
 
 /**
- * Relays client ⇄ upstream until both are closed. Backpressure by pipe(); `end` on one side becomes
- * `end` on the other (half-close); an error, a reset or a destroy on one side destroys the other.
- * Both sockets must be allowHalfOpen (http.Server's are, connectUpstream's are).
+ * Relays client ⇄ upstream until both are closed, with pipe(): backpressure, `end` on one side becomes
+ * `end` on the other (half-close), an error or a reset on one side resets the other, an idle tunnel is
+ * reset after idleTimeoutMs. Both sockets must be allowHalfOpen (http.Server's are, connectUpstream's are).
  */
-export function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext, 'idleTimeoutMs' | 'upstreamBytes' | 'downstreamBytes'>): Promise<RelayResult> {
-  return new Promise(resolve => {
-    let up = 0
-    let down = 0
-    let error: Error | null = null
-    let idle = false
-    let abrupt = false
-    let open = 2
-    const fail = (err: Error): void => {
-      error ??= err
-      client.destroy()
-      upstream.destroy()
-    }
-    const onClose = (self: Socket, other: Socket) => (): void => {
-      // Closed before both directions finished (destroyed, reset): tear the other side down.
-      if (!(self.readableEnded && self.writableFinished)) { abrupt = true; other.destroy() }
-      if (--open === 0) resolve({ upstreamBytes: up, downstreamBytes: down, error, idle, abrupt })
-    }
-    const onIdle = (): void => { idle = true; client.destroy(); upstream.destroy() }
-    client.on('error', fail)
-    upstream.on('error', fail)
-    client.on('close', onClose(client, upstream))
-    upstream.on('close', onClose(upstream, client))
-    client.setTimeout(ctx.idleTimeoutMs, onIdle)
-    upstream.setTimeout(ctx.idleTimeoutMs, onIdle)
-    client.on('data', (chunk: Buffer) => { up += chunk.length; ctx.upstreamBytes.inc(chunk.length) })
-    upstream.on('data', (chunk: Buffer) => { down += chunk.length; ctx.downstreamBytes.inc(chunk.length) })
-    client.pipe(upstream)
-    upstream.pipe(client)
+export async function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext, 'idleTimeoutMs' | 'upstreamBytes' | 'downstreamBytes'>): Promise<RelayResult> {
+  const up = ctx.upstreamBytes
+  const down = ctx.downstreamBytes
+  const result = await pipe(client, upstream, {
+    idleTimeoutMs: ctx.idleTimeoutMs,
+    // CONNECT tunnels never had TCP keepalive of their own; the idle deadline bounds them.
+    keepAliveMs: 0,
+    onBytes: (dir, n) => { if (dir === 'up') up.inc(n); else down.inc(n) }
   })
+  return {
+    upstreamBytes: result.up,
+    downstreamBytes: result.down,
+    error: result.error ?? null,
+    idle: result.outcome === 'timeout',
+    abrupt: result.outcome !== 'ok'
+  }
 }
 
 /** The 'connect' event of the proxy's http.Server. Never throws; every path ends in finish(). */

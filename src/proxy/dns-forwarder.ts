@@ -22,6 +22,7 @@ import { ApplyError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
 import { connectionCounters } from './connection-counters.js'
 import { pipe } from './pipe.js'
+import { adoptAccepted, connectOwned } from './read-buffers.js'
 import type { PipeControl, PipeResult } from './pipe.js'
 
 // ---- the resolver, as the forwarder sees it ------------------------------------------------------
@@ -408,7 +409,7 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
 
   const connectOnce = (conn: Conn, address: IpAddress, port: number, done: (a: Attempt) => void): void => {
     const client = conn.client
-    const sock = net.connect({
+    const sock = connectOwned({
       host: address.address,
       port,
       family: address.family,
@@ -465,7 +466,9 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
 
   const listen = async (): Promise<AddressInfo> => {
     if (server !== null) throw new Error(`forward line ${forward.line}: listen() called twice`)
-    const srv = net.createServer({ allowHalfOpen: true, noDelay: true }, onConnection)
+    // pauseOnConnect: nothing is read before adoptAccepted moves the connection onto a socket that
+    // reads into relay-owned buffers (read-buffers.ts).
+    const srv = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, accepted => { onConnection(adoptAccepted(accepted)) })
     server = srv
     try {
       await new Promise<void>((resolve, reject) => {
