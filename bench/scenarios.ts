@@ -80,7 +80,11 @@ export function daemonEnv (mode: 'redirect' | 'http-proxy' | 'dns-proxy' | 'init
     EGRESS_LOG_LEVEL: 'info'
   }
   if (mode === 'redirect' || mode === 'init') env.EGRESS_DESTINATION = `${HTTP_PORT} tcp ${A.dest}\n${IPERF_PORT} tcp ${A.dest}\n`
-  if (mode === 'http-proxy') env.EGRESS_HTTP_PROXY_DESTINATION = `${A.dest}\n`
+  if (mode === 'http-proxy') {
+    env.EGRESS_HTTP_PROXY_DESTINATION = `${A.dest}\n`
+    // squid and tinyproxy run without an access log here (peer-configs.ts): so does the daemon
+    env.EGRESS_HTTP_PROXY_ACCESS_LOG = 'off'
+  }
   if (mode === 'dns-proxy') env.EGRESS_DNS_PROXY_DESTINATION = `${HTTP_PORT} ${A.dest} ${HTTP_PORT}\n${IPERF_PORT} ${A.dest} ${IPERF_PORT}\n`
   return { ...env, ...extra }
 }

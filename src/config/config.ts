@@ -233,6 +233,7 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
   const proxyPort = port(raw, issues, 'EGRESS_HTTP_PROXY_PORT', 8080)
   const ports = connectPorts(raw, issues)
   const clientNets = clients(raw, issues)
+  const accessLog = oneOf(raw, issues, 'EGRESS_HTTP_PROXY_ACCESS_LOG', ['on', 'off'], 'on') === 'on'
   const drainTimeoutMs = duration(raw, issues, 'EGRESS_DRAIN_TIMEOUT', 25_000)
   const minTtlMs = duration(raw, issues, 'EGRESS_DNS_MIN_TTL', 2_000)
   const maxTtlMs = duration(raw, issues, 'EGRESS_DNS_MAX_TTL', 300_000)
@@ -259,7 +260,7 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
     const text = destinationRequired(raw, issues, 'EGRESS_HTTP_PROXY_DESTINATION', modeName)
     if (text !== null) {
       const parsed = parseHttpAcl(text)
-      if (parsed.ok) httpProxy = { port: proxyPort, connectPorts: ports, clients: clientNets, acl: parsed.value }
+      if (parsed.ok) httpProxy = { port: proxyPort, connectPorts: ports, clients: clientNets, accessLog, acl: parsed.value }
       else issues.list.push(...parsed.issues)
     }
     if (healthAddr !== null && healthAddr.port === proxyPort) {

@@ -42,6 +42,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   v('EGRESS_ROUTING', '<pod|host>', "pod: default route via the gateway; host: policy routing only, the host's default route untouched", { default: 'pod' }),
   v('EGRESS_HTTP_PROXY_PORT', '<port>', 'http-proxy listen port', { default: '8080' }),
   v('EGRESS_HTTP_PROXY_CONNECT_PORTS', '<ports|*>', 'ports CONNECT may reach, e.g. 443,8443; * = any', { default: '*' }),
+  v('EGRESS_HTTP_PROXY_ACCESS_LOG', '<on|off>', 'on: one info line per allowed request or tunnel (client, target, address, rule); off: allowed ones are only counted. Denials are always logged', { default: 'on' }),
   v('EGRESS_HTTP_PROXY_CLIENTS', '<cidrs>', 'client networks allowed to use the proxy, comma separated (default: any on the pod side)'),
   v('EGRESS_HEALTH_ADDRESS', '<[host]:port>', 'listener for /healthz, /readyz and /metrics; empty turns it off', { default: ':9090' }),
   v('EGRESS_DRAIN_TIMEOUT', '<duration>', 'how long SIGTERM lets connections in flight finish', { default: '25s' }),

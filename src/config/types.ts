@@ -82,6 +82,8 @@ export interface HttpProxyConfig {
   readonly connectPorts: readonly number[] | '*'
   /** client networks allowed to use the proxy; null = any on the pod side */
   readonly clients: readonly Cidr[] | null
+  /** log every allowed request and tunnel at info (EGRESS_HTTP_PROXY_ACCESS_LOG); denials are logged either way */
+  readonly accessLog: boolean
   readonly acl: readonly AclRule[]
 }
 

@@ -253,11 +253,12 @@ interface Rules {
   readonly acl: CompiledAcl
   readonly clientAllowed: (address: IpAddress) => boolean
   readonly connectPorts: HttpProxyConfig['connectPorts']
+  readonly accessLog: boolean
   readonly byAddress: Map<string, Admission>
 }
 
 const compileRules = (config: HttpProxyConfig): Rules => ({
-  acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts, byAddress: new Map()
+  acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts, accessLog: config.accessLog, byAddress: new Map()
 })
 
 export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer {
@@ -343,8 +344,9 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     const d = a.decision
     const rule = d.rule === 'default' ? 'default' : String(d.rule.line)
     countDecision(d.action, rule)
-    // One line per decision: who, where to, which address, which rule, the verdict.
-    if (log.isLevelEnabled('info')) {
+    // One line per decision: who, where to, which address, which rule, the verdict. Allowed requests
+    // only with the access log on (it costs about a fifth of the keep-alive request rate).
+    if ((d.action === 'deny' || rules.accessLog) && log.isLevelEnabled('info')) {
       log.info({
         event: 'acl', client, method, target: where, address: a.kind === 'allow' ? a.address.address : d.address?.address ?? null,
         action: d.action, rule, ruleText: d.rule === 'default' ? null : d.rule.text

@@ -59,7 +59,7 @@ const macvlan = { macvlan: 'macvlan0' }
 const redirectPlan = nftPlan(config(), macvlan)
 const fallbackConfig = config({ redirect: { rules: [port(1, 80, '203.0.113.10')], fallback: { kind: 'fallback', line: 2, target: { address: '203.0.113.10', family: 4 } } } })
 const hostPlan = nftPlan({ ...fallbackConfig, routing: 'host' }, macvlan)
-const proxyPlan = nftPlan(config({ modeName: 'http-proxy', mode: 'http-proxy', redirect: null, httpProxy: { port: 8080, connectPorts: '*', clients: null, acl: [] } }), macvlan)
+const proxyPlan = nftPlan(config({ modeName: 'http-proxy', mode: 'http-proxy', redirect: null, httpProxy: { port: 8080, connectPorts: '*', clients: null, accessLog: true, acl: [] } }), macvlan)
 const v6Plan = nftPlan(config({
   source: { address: '2001:db8:2::99', family: 6, prefix: 64, prefixGiven: true },
   gateway: { address: '2001:db8:2::1', family: 6 },

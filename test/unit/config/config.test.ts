@@ -143,12 +143,13 @@ t.test('EGRESS_HEALTH_ADDRESS forms', async t => {
   for (const [text, message] of bad) t.same(errors({ ...BASE, EGRESS_HEALTH_ADDRESS: text }), [`EGRESS_HEALTH_ADDRESS: '${text}': ${message}`], text)
 })
 
-t.test('http-proxy settings: port, CONNECT ports, clients', async t => {
+t.test('http-proxy settings: port, CONNECT ports, access log, clients', async t => {
   const http = { ...BASE, EGRESS_ROUTER_MODE: 'http-proxy', EGRESS_HTTP_PROXY_DESTINATION: '*.example.com' }
   t.same(config(http).httpProxy, {
     port: 8080,
     connectPorts: '*',
     clients: null,
+    accessLog: true,
     acl: [{ line: 1, text: '*.example.com', action: 'allow', match: { kind: 'domain', domain: 'example.com' } }]
   })
   const c = config({ ...http, EGRESS_HTTP_PROXY_PORT: '3128', EGRESS_HTTP_PROXY_CONNECT_PORTS: ' 443, 8443 ,443', EGRESS_HTTP_PROXY_CLIENTS: '10.1.2.3/8, 2001:db8::/32 192.0.2.0/24' })
@@ -156,6 +157,9 @@ t.test('http-proxy settings: port, CONNECT ports, clients', async t => {
     { address: '10.0.0.0', family: 4, prefix: 8 }, { address: '2001:db8::', family: 6, prefix: 32 }, { address: '192.0.2.0', family: 4, prefix: 24 }
   ]])
   t.equal(config({ ...http, EGRESS_HTTP_PROXY_CONNECT_PORTS: '*' }).httpProxy?.connectPorts, '*')
+  t.equal(config({ ...http, EGRESS_HTTP_PROXY_ACCESS_LOG: 'off' }).httpProxy?.accessLog, false)
+  t.equal(config({ ...http, EGRESS_HTTP_PROXY_ACCESS_LOG: 'on' }).httpProxy?.accessLog, true)
+  t.same(errors({ ...http, EGRESS_HTTP_PROXY_ACCESS_LOG: 'yes' }), ["EGRESS_HTTP_PROXY_ACCESS_LOG: 'yes': must be one of on, off"])
   t.same(errors({ ...http, EGRESS_HTTP_PROXY_PORT: '0', EGRESS_HTTP_PROXY_CONNECT_PORTS: '443,*,x', EGRESS_HTTP_PROXY_CLIENTS: '10.0.0.0/8,10.0.0.0/40' }), [
     "EGRESS_HTTP_PROXY_PORT: '0': port must be a number from 1 to 65535",
     "EGRESS_HTTP_PROXY_CONNECT_PORTS: '443,*,x': '*' must stand alone (any port)",

@@ -119,7 +119,7 @@ add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192
 `.slice(1)
   },
   httpProxy: {
-    config: config({ modeName: 'http-proxy', mode: 'http-proxy', redirect: null, httpProxy: { port: 8080, connectPorts: '*', clients: null, acl: [] } }),
+    config: config({ modeName: 'http-proxy', mode: 'http-proxy', redirect: null, httpProxy: { port: 8080, connectPorts: '*', clients: null, accessLog: true, acl: [] } }),
     title: 'http-proxy: no DNAT, SNAT on the macvlan, LAN guarded',
     script: `
 add table ip egress_router { comment "managed by egress-router"; }

@@ -73,6 +73,7 @@ async function startProxy (t: T, acl: string, opts: {
   zone?: Record<string, string[] | DnsError>
   clients?: HttpProxyConfig['clients']
   connectPorts?: HttpProxyConfig['connectPorts']
+  accessLog?: boolean
   limits?: Partial<ProxyLimits>
   source?: string
   listenHost?: string
@@ -86,7 +87,7 @@ async function startProxy (t: T, acl: string, opts: {
   })
   const metrics = createMetrics({ defaultMetrics: false })
   const resolver = new FakeResolver(opts.zone ?? {})
-  const config: HttpProxyConfig = { port: 8080, connectPorts: opts.connectPorts ?? '*', clients: opts.clients ?? null, acl: rules(acl) }
+  const config: HttpProxyConfig = { port: 8080, connectPorts: opts.connectPorts ?? '*', clients: opts.clients ?? null, accessLog: opts.accessLog ?? true, acl: rules(acl) }
   const proxy = createHttpProxyServer({ config, sourceAddress: opts.source ?? SOURCE, resolver, logger: pino({ level: 'debug' }, sink), metrics, limits: opts.limits })
   t.teardown(() => proxy.close(0))
   const host = opts.listenHost ?? '127.0.0.1'
@@ -380,6 +381,21 @@ t.test('every ACL form allows and denies through the proxy', async t => {
   t.equal(origin2.seen.length, 0)
   const d = decisions(p.logs)
   t.same(d.map(x => `${x.action}:${x.rule}`), ['allow:1', 'allow:3', 'deny:2', 'allow:4', 'allow:4', 'deny:5', 'deny:default', 'deny:5'])
+})
+
+t.test('EGRESS_HTTP_PROXY_ACCESS_LOG=off: allowed requests and tunnels are counted, not logged; denials are still logged', async t => {
+  const origin = await startOrigin(t)
+  const p = await startProxy(t, `!${DEST2}\n${DEST}`, { accessLog: false })
+  const get = async (url: string): Promise<number> => statusOf(await raw(p.port, `GET ${url} HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n`))
+  t.equal(await get(`http://${DEST}:${origin.port}/`), 200)
+  const tunnel = await openTunnel(p.port, `${DEST}:${origin.port}`)
+  t.equal(tunnel.status, 200)
+  tunnel.socket.destroy()
+  t.equal(await get(`http://${DEST2}:${origin.port}/`), 403)
+  t.same(decisions(p.logs).map(x => `${x.action}:${x.rule}`), ['deny:1'], 'only the denial has a decision line')
+  const m = await p.metrics.registry.getSingleMetricAsString('egress_router_acl_decisions_total')
+  t.match(m, /egress_router_acl_decisions_total\{action="allow",rule="2"\} 2/, 'both allowed decisions are counted')
+  t.match(m, /egress_router_acl_decisions_total\{action="deny",rule="1"\} 1/)
 })
 
 t.test('bypass: an allowed name that resolves into a denied range is denied (HTTP and CONNECT)', async t => {
@@ -697,7 +713,7 @@ t.test('one proxy listens on several addresses; update() swaps the ACL for new r
     statusOf(await raw(port, `GET http://${DEST}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, { host }))
   t.equal(await get('127.0.0.1', p.port), 403)
   t.equal(await get('127.0.0.6', second.port), 403, 'the second address is the same proxy')
-  p.proxy.update({ port: 8080, connectPorts: '*', clients: null, acl: rules(DEST) })
+  p.proxy.update({ port: 8080, connectPorts: '*', clients: null, accessLog: true, acl: rules(DEST) })
   t.equal(await get('127.0.0.1', p.port), 200, 'new rules apply')
   t.equal(await get('127.0.0.6', second.port), 200)
   t.ok(p.logs.some(l => l.msg === 'http proxy ACL updated'))
