@@ -13,7 +13,7 @@ import type { IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Outcome } from '../observe/metrics.js'
 import { pipe } from './pipe.js'
-import { connectOwned } from './read-buffers.js'
+import { connectOwned, discardReads } from './read-buffers.js'
 import { formatTarget, parseAuthorityTarget, type RequestTarget } from './target.js'
 
 /** An answer other than success: status line, the one-line reason, the metric outcome. */
@@ -91,7 +91,7 @@ export function answerOnSocket (socket: Socket, refusal: Refusal, lingerMs = REF
     `Content-Length: ${Buffer.byteLength(body)}\r\n` +
     'Connection: close\r\n\r\n' + body
   )
-  socket.resume()
+  discardReads(socket)
   // A plain timer, not socket.setTimeout: a client that keeps sending must not keep the connection either.
   const linger = setTimeout(() => { socket.destroy() }, lingerMs).unref()
   socket.once('close', () => { clearTimeout(linger) })

@@ -19,6 +19,7 @@ import type { HttpProxyConfig, IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
 import { connectionCounters } from './connection-counters.js'
+import { adoptAccepted } from './read-buffers.js'
 import { admit, admitAddress, compileAcl, compileClientFilter, describeDenial, type Admission, type CompiledAcl, type NameResolver } from './acl.js'
 import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
 import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
@@ -523,7 +524,9 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     }
   }
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    handleConnect(tunnelContext(), req, socket as Socket, head)
+    // Taken in the event itself, before anything after the request head is read in JavaScript: the
+    // tunnel's client side then reads into relay-owned buffers too (read-buffers.ts).
+    handleConnect(tunnelContext(), req, adoptAccepted(socket as Socket), head)
   })
 
   // ---- connections, malformed requests, drain --------------------------------------------------

@@ -120,6 +120,9 @@ export function pipe (a: Socket, b: Socket, opts: PipeOptions = {}): Promise<Pip
           if (!dst.write(chunk)) src.pause()
         })
         dst.on('drain', () => { src.resume() })
+        // A 'data' listener starts the flow only on a socket never paused; one accepted paused
+        // (pauseOnConnect) or paused by its owner before the relay must be resumed here.
+        src.resume()
       } else {
         // src reads into its own buffer (read-buffers.ts): a chunk is a view of it, so src stays
         // paused until a write that did not finish at once has been flushed.

@@ -100,27 +100,42 @@ interface HandleCarrier {
 }
 
 /**
- * Moves a connection accepted by a server created with `pauseOnConnect: true` onto a socket that
- * reads into relay-owned buffers. Node accepts connections only onto ordinary sockets, so the
- * accepted handle (nothing has been read from it yet) is taken over by a new net.Socket with
- * `onread`; the accepted socket object is then destroyed without closing the handle (which also
- * settles the server's connection count — the caller tracks its connections itself).
+ * Moves an accepted connection onto a socket that reads into relay-owned buffers. Node accepts
+ * connections only onto ordinary sockets, so the accepted handle is taken over by a new net.Socket
+ * with `onread`. Only a socket nothing has been read from in JavaScript qualifies: one accepted by a
+ * server with `pauseOnConnect: true`, or the socket of an http.Server 'connect' event, taken in the
+ * event itself (the request head was parsed natively, what followed it is the event's `head`).
  *
- * Where the handle cannot be taken over (not a TCP handle, or a Node whose sockets differ), the
- * accepted socket is returned as it is, resumed: the relay then reads it the ordinary way.
+ * The accepted socket object stays as the connection's stand-in for whoever tracks it — its server's
+ * connection count (maxConnections, close() waiting for connections) and 'close' listeners: it
+ * closes when the adopted socket closes, and destroying it destroys the adopted socket.
+ *
+ * Where the handle cannot be taken over (not a TCP handle, bytes already buffered, a Node whose
+ * sockets differ), the accepted socket is returned as it is: the relay reads it the ordinary way.
  */
 export function adoptAccepted (accepted: Socket, allowHalfOpen = true): Socket {
   const carrier = accepted as unknown as HandleCarrier
   const handle = carrier._handle
-  if (handle === null || handle === undefined || typeof handle.useUserBuffer !== 'function' || accepted.destroyed) {
-    accepted.resume()
+  if (handle === null || handle === undefined || typeof handle.useUserBuffer !== 'function' || accepted.destroyed || accepted.readableLength > 0) {
     return accepted
   }
   const side = new ReadSide()
   carrier._handle = null
+  accepted.setTimeout(0)
   const socket = new net.Socket({ handle, allowHalfOpen, readable: true, writable: true, onread: side.onread } as unknown as net.SocketConstructorOpts)
   side.socket = socket
   sides.set(socket, side)
-  accepted.destroy()
+  socket.once('close', () => { accepted.destroy() })
+  accepted.once('close', () => { socket.destroy() })
   return socket
+}
+
+/**
+ * Reads and drops whatever the peer still sends (a refused client that keeps writing): on a socket of
+ * adoptAccepted/connectOwned the bytes go nowhere instead of waiting for a relay that never comes.
+ */
+export function discardReads (socket: Socket): void {
+  const side = sides.get(socket)
+  if (side !== undefined) side.attach(() => {})
+  socket.resume()
 }

@@ -633,6 +633,28 @@ t.test('max concurrent connections: the next one is dropped, and admitted again 
   t.equal(statusOf(again), 200)
 })
 
+t.test('open CONNECT tunnels count as connections: the bound holds while they are open, and frees as they close', async t => {
+  // The tunnel's client side moves onto a socket of its own (read-buffers.ts adoptAccepted): the
+  // server must still count it until the tunnel closes.
+  const origin = await startOrigin(t)
+  const echo = await startEcho(t)
+  const p = await startProxy(t, '*', { limits: { maxConnections: 2 } })
+  const tunnels = [await openTunnel(p.port, `${DEST2}:${echo.port}`), await openTunnel(p.port, `${DEST2}:${echo.port}`)]
+  t.teardown(() => tunnels.forEach(x => x.socket.destroy()))
+  t.same(tunnels.map(x => x.status), [200, 200])
+  t.equal(p.proxy.activeConnections(), 2)
+  const third = await raw(p.port, `GET http://${DEST}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+  t.equal(third, '', 'dropped without an answer while both tunnels are open')
+  const got: Buffer[] = []
+  tunnels[0]!.socket.on('data', c => got.push(c))
+  tunnels[0]!.socket.end('through ')
+  await new Promise(resolve => tunnels[0]!.socket.once('close', resolve))
+  t.equal(Buffer.concat(got).toString(), 'through bye', 'the tunnel carried its bytes and half-close')
+  await waitFor('one tunnel left', () => p.proxy.activeConnections() === 1)
+  const again = await raw(p.port, `GET http://${DEST}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+  t.equal(statusOf(again), 200, 'admitted once a tunnel closed')
+})
+
 t.test('2000 clients aborting mid-response leave no sockets behind', async t => {
   const origin = await startOrigin(t)
   const p = await startProxy(t, '*')
