@@ -279,10 +279,13 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       stop: async (signal) => {
         reconciler?.stopping()
         logger.info({ event: 'stop', signal, drainTimeoutMs: config.drainTimeoutMs }, 'stopping: draining connections')
-        void notify(stoppingState())
+        // Notifications go out one after another (systemd-notify children): STOPPING=1 may still wait
+        // behind an earlier one when the drain is over, and the process must not exit before it is sent.
+        const stoppingSent = notify(stoppingState())
         readiness.set('stopping', false)
         const { stopped, errors } = await life.stop()
         for (const e of errors) logger.error({ err: e }, e.message)
+        await stoppingSent
         logger.info({ event: 'stopped', stopped }, 'stopped')
         off()
         resolve(errors.length === 0 ? 0 : 1)
