@@ -4,7 +4,6 @@
  * same addresses, leaving through the same macvlan with the same nft ruleset as the daemon's mode.
  * runScenario never throws: a scenario that cannot start, or a workload that fails, is recorded.
  */
-import { DAEMON_NODE_FLAGS } from '../src/node-flags.js'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -147,7 +146,7 @@ async function pinRouterNs (topo: Topology, pin: Pinning): Promise<void> {
  * command line with the flags in front, its JSON log read for readiness. The profile is written on exit.
  */
 async function startProfiledDaemon (topo: Topology, env: Record<string, string>, profileDir: string): Promise<{ readyLog: LogLine | undefined, rulesLog: LogLine | undefined, stop: () => Promise<void> }> {
-  const child = topo.spawn('router', [process.execPath, ...DAEMON_NODE_FLAGS, '--cpu-prof', `--cpu-prof-dir=${profileDir}`, ROUTER_BIN, 'run'], {
+  const child = topo.spawn('router', [process.execPath, '--cpu-prof', `--cpu-prof-dir=${profileDir}`, ROUTER_BIN, 'run'], {
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env }
   })
   const logs: LogLine[] = []

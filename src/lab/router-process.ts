@@ -7,7 +7,6 @@ import type { ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
-import { DAEMON_NODE_FLAGS } from '../node-flags.js'
 import { killGroup, waitForExit } from './exec.js'
 import type { NsRole, Topology } from './topology.js'
 import { waitFor } from './wait.js'
@@ -50,7 +49,7 @@ export function startRouter (topo: Topology, env: Record<string, string>, opts: 
   // `env -u NODE_OPTIONS`: the daemon starts as in a pod or a unit. A test runner that instruments its children
   // (tap adds its hooks to NODE_OPTIONS at every spawn, whatever env is passed) would otherwise load into the
   // daemon and more than double its start-up time.
-  const argv = [...(opts.wrap ?? []), 'env', '-u', 'NODE_OPTIONS', process.execPath, ...DAEMON_NODE_FLAGS, ROUTER_BIN, ...(opts.args ?? ['run'])]
+  const argv = [...(opts.wrap ?? []), 'env', '-u', 'NODE_OPTIONS', process.execPath, ROUTER_BIN, ...(opts.args ?? ['run'])]
   const child = topo.spawn(opts.role ?? 'router', argv, {
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

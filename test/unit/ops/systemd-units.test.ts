@@ -6,7 +6,6 @@
  */
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
-import { DAEMON_NODE_FLAGS } from '../../../src/node-flags.js'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -89,7 +88,7 @@ t.test('what the units promise', async t => {
       const unit = parseUnit(unitText(name))
       t.equal(one(unit, 'Service', 'Type'), 'notify')
       t.equal(one(unit, 'Service', 'NotifyAccess'), 'all', 'systemd-notify sends READY=1 from a child process')
-      t.equal(one(unit, 'Service', 'ExecStart'), `/usr/bin/node ${DAEMON_NODE_FLAGS.join(' ')} /opt/egress-router/bin/egress-router run`, 'the daemon runs with src/node-flags.ts')
+      t.equal(one(unit, 'Service', 'ExecStart'), '/usr/bin/node /opt/egress-router/bin/egress-router run')
       t.equal(one(unit, 'Service', 'ExecStopPost'), '/usr/bin/node /opt/egress-router/bin/egress-router cleanup')
       t.equal(one(unit, 'Service', 'ExecReload'), '/bin/kill -HUP $MAINPID')
       t.equal(one(unit, 'Service', 'KillSignal'), 'SIGTERM')
