@@ -153,6 +153,8 @@ export async function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelC
 
 /** The 'connect' event of the proxy's http.Server. Never throws; every path ends in finish(). */
 export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client: Socket, head: Buffer): void {
+  // Only the target is kept: the request object (a stream with its headers) is not held for the tunnel's life.
+  const url = req.url ?? ''
   const log = ctx.logger
   const startedAt = performance.now()
   // Once the server hands the socket over it has no error listener of ours yet: a reset now must not crash.
@@ -165,7 +167,7 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
   client.once('close', onGone)
 
   const refuse = (refusal: Refusal): void => {
-    log.info({ client: client.remoteAddress, method: 'CONNECT', target: req.url, status: refusal.status, outcome: refusal.outcome, reason: refusal.reason }, 'CONNECT refused')
+    log.info({ client: client.remoteAddress, method: 'CONNECT', target: url, status: refusal.status, outcome: refusal.outcome, reason: refusal.reason }, 'CONNECT refused')
     answerOnSocket(client, refusal)
     ctx.finish(refusal.outcome)
   }
@@ -173,7 +175,7 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
   void (async () => {
     const denied = ctx.clientPass(client)
     if (denied !== null) return refuse(denied)
-    const parsed = parseAuthorityTarget(req.url ?? '')
+    const parsed = parseAuthorityTarget(url)
     if (!parsed.ok) return refuse({ status: 400, reason: parsed.reason, outcome: 'bad-request' })
     const target = parsed.value
     if (!connectPortAllowed(ctx.connectPorts, target.port)) {
