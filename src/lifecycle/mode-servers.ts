@@ -9,8 +9,8 @@ import type { Resolver } from '../dns/resolver.js'
 import type { Readiness } from '../observe/health.js'
 import type { Metrics } from '../observe/metrics.js'
 import type { Plan } from '../plan/types.js'
-import { createDnsProxy, type DnsProxy } from '../proxy/dns-forwarder.js'
-import { createHttpProxyServer, type HttpProxyServer } from '../proxy/http-proxy.js'
+import type { DnsProxy } from '../proxy/dns-forwarder.js'
+import type { HttpProxyServer } from '../proxy/http-proxy.js'
 
 export interface ModeServers {
   update (config: Config, plan: Plan): Promise<void>
@@ -41,7 +41,10 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
   const source = { address: config.source.address, family: config.source.family }
   const stopStats = mirrorDnsStats(resolver, metrics)
 
+  // Each mode loads only its own server: the http proxy brings undici (~20 MiB of RSS), which a
+  // dns-proxy has no use for.
   if (config.mode === 'http-proxy' && config.httpProxy !== null) {
+    const { createHttpProxyServer } = await import('../proxy/http-proxy.js')
     const proxy: HttpProxyServer = createHttpProxyServer({ config: config.httpProxy, sourceAddress: source.address, resolver, logger: logger.child({ component: 'http-proxy' }), metrics })
     const hosts = plan.listeners.filter((l) => l.kind === 'http-proxy')
     if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
@@ -63,6 +66,7 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
   }
 
   if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
+    const { createDnsProxy } = await import('../proxy/dns-forwarder.js')
     const hosts = [...new Set(plan.listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
     if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
     const proxies: DnsProxy[] = hosts.map((host) => createDnsProxy({
