@@ -4,7 +4,7 @@ import type { Socket } from 'node:net'
 import { once } from 'node:events'
 import { createHash } from 'node:crypto'
 import { pipe } from '../../../src/proxy/pipe.js'
-import { adoptAccepted, connectOwned, readSideOf, LARGE_READ, SMALL_READ } from '../../../src/proxy/read-buffers.js'
+import { adoptAccepted, connectOwned, largeReadsInUse, readSideOf, LARGE_READ, SMALL_READ } from '../../../src/proxy/read-buffers.js'
 import type { PipeOptions, PipeResult } from '../../../src/proxy/pipe.js'
 
 /** what the helpers need from a test: cleanup registration */
@@ -302,3 +302,20 @@ t.test('relay-owned buffers: a bulk transfer moves to the large buffer and back 
   t.equal((await h.result).outcome, 'ok')
 })
 
+
+t.test('relay-owned buffers: a relay that ends while a side holds a large buffer gives it back to the budget', async t => {
+  const ac = new AbortController()
+  const h = await harness(t, { signal: ac.signal }, undefined, true)
+  let got = 0
+  h.server.on('data', (c: Buffer) => { got += c.length })
+  h.server.on('error', () => {})
+  h.client.on('error', () => {})
+  const bulk = Buffer.alloc(4 * 1024 * 1024, 'b')
+  h.client.write(bulk)
+  await until(() => got === bulk.length, 'the bulk data at the server')
+  t.ok(largeReadsInUse() >= 1, `the client side reads into a large buffer (${largeReadsInUse()} in use)`)
+  ac.abort()
+  t.equal((await h.result).outcome, 'aborted')
+  await until(() => largeReadsInUse() === 0, 'the large buffer back in the budget')
+  t.equal(largeReadsInUse(), 0)
+})

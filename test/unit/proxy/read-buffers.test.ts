@@ -1,0 +1,60 @@
+import t from 'tap'
+import { LARGE_READ, LARGE_READ_BUDGET, MEDIUM_READ, ReadSide, SMALL_READ, largeReadsInUse } from '../../../src/proxy/read-buffers.js'
+
+/** the buffer net would read into next, per side: asked for once at the start, then after every read */
+const current = new WeakMap<ReadSide, Buffer>()
+
+/** A side driven as net drives it: a read into the current buffer, the callback with how much it read, the next buffer. */
+function reads (side: ReadSide, sizes: readonly number[]): number[] {
+  let buf = current.get(side) ?? side.onread.buffer()
+  const seen: number[] = []
+  for (const n of sizes) {
+    seen.push(buf.length)
+    side.onread.callback(Math.min(n, buf.length), buf)
+    buf = side.onread.buffer()
+  }
+  current.set(side, buf)
+  seen.push(buf.length)
+  return seen
+}
+
+const attached = (): ReadSide => {
+  const side = new ReadSide()
+  side.attach(() => {})
+  return side
+}
+
+t.test('a side grows on a full read, stays large while reads fill it, and shrinks on a short one', async t => {
+  const side = attached()
+  t.same(reads(side, [100, SMALL_READ, LARGE_READ, LARGE_READ, 70_000, 10]), [SMALL_READ, SMALL_READ, LARGE_READ, LARGE_READ, LARGE_READ, LARGE_READ, SMALL_READ])
+  t.equal(largeReadsInUse(), 0, 'the large buffer went back to the budget when the side shrank')
+  t.same(reads(side, [SMALL_READ]), [SMALL_READ, LARGE_READ])
+  t.equal(largeReadsInUse(), 1)
+  side.release()
+  t.equal(largeReadsInUse(), 0, 'and when its socket closed')
+})
+
+t.test('past the budget a bulk side reads 64 KiB at a time, and takes a large buffer once one is free', async t => {
+  const big = Array.from({ length: LARGE_READ_BUDGET }, attached)
+  for (const side of big) reads(side, [SMALL_READ])
+  t.equal(largeReadsInUse(), LARGE_READ_BUDGET, 'the budget is used up')
+  const late = attached()
+  t.same(reads(late, [SMALL_READ, MEDIUM_READ]), [SMALL_READ, MEDIUM_READ, MEDIUM_READ], 'no large buffer left: medium')
+  big[0]!.release()
+  t.same(reads(late, [MEDIUM_READ]), [MEDIUM_READ, LARGE_READ], 'one freed: the next full read takes it')
+  for (const side of big.slice(1)) side.release()
+  late.release()
+  t.equal(largeReadsInUse(), 0)
+})
+
+t.test('a side holding bytes for a write keeps its buffer whatever the read size', async t => {
+  const side = attached()
+  const buf = side.onread.buffer()
+  side.held = true
+  side.onread.callback(SMALL_READ, buf)
+  t.equal(side.onread.buffer().length, SMALL_READ, 'not swapped under a pending write')
+  side.held = false
+  side.onread.callback(SMALL_READ, buf)
+  t.equal(side.onread.buffer().length, LARGE_READ, 'swapped after a full read once the write is through')
+  side.release()
+})
