@@ -1,7 +1,6 @@
 /**
  * Sockets that read into buffers the relay owns (net's `onread` option) instead of into a fresh
- * 64 KiB allocation per read: the byte-moving sockets of the dns-proxy forwarders and the upstream
- * side of CONNECT tunnels.
+ * 64 KiB allocation per read: both sockets of every dns-proxy forward and of every CONNECT tunnel.
  *
  * A plain net.Socket allocates a new ArrayBuffer for every read, wraps it in a Buffer, and leaves it
  * to the garbage collector once written on; at several gigabits a second that is the relay's largest
