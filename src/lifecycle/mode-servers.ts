@@ -41,7 +41,7 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
   const source = { address: config.source.address, family: config.source.family }
   const stopStats = mirrorDnsStats(resolver, metrics)
 
-  // Each mode loads only its own server: the http proxy brings undici (~20 MiB of RSS), which a
+  // Each mode loads only its own server: the http proxy brings undici (~11 MiB of RSS), which a
   // dns-proxy has no use for.
   if (config.mode === 'http-proxy' && config.httpProxy !== null) {
     const { createHttpProxyServer } = await import('../proxy/http-proxy.js')
