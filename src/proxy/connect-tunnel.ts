@@ -12,7 +12,7 @@ import type { Logger } from 'pino'
 import type { IpAddress } from '../config/types.js'
 import { EgressError } from '../errors.js'
 import type { Outcome } from '../observe/metrics.js'
-import { pipe } from './pipe.js'
+import { pipe, type PipeResult } from './pipe.js'
 import { connectOwned, discardReads } from './read-buffers.js'
 import { formatTarget, parseAuthorityTarget, type RequestTarget } from './target.js'
 
@@ -117,38 +117,20 @@ export function connectUpstream (address: IpAddress, port: number, source: IpAdd
   })
 }
 
-export interface RelayResult {
-  readonly upstreamBytes: number
-  readonly downstreamBytes: number
-  /** the first error on either side (null when both sides ended cleanly) */
-  readonly error: Error | null
-  /** true when the tunnel was closed for being idle */
-  readonly idle: boolean
-  /** true when a side closed before both directions had finished (reset, destroyed, drain deadline) */
-  readonly abrupt: boolean
-}
-
 /**
  * Relays client ⇄ upstream until both are closed, with pipe(): backpressure, `end` on one side becomes
  * `end` on the other (half-close), an error or a reset on one side resets the other, an idle tunnel is
  * reset after idleTimeoutMs. Both sockets must be allowHalfOpen (http.Server's are, connectUpstream's are).
  */
-export async function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext, 'idleTimeoutMs' | 'upstreamBytes' | 'downstreamBytes'>): Promise<RelayResult> {
+export function relay (client: Socket, upstream: Socket, ctx: Pick<TunnelContext, 'idleTimeoutMs' | 'upstreamBytes' | 'downstreamBytes'>): Promise<PipeResult> {
   const up = ctx.upstreamBytes
   const down = ctx.downstreamBytes
-  const result = await pipe(client, upstream, {
+  return pipe(client, upstream, {
     idleTimeoutMs: ctx.idleTimeoutMs,
     // CONNECT tunnels never had TCP keepalive of their own; the idle deadline bounds them.
     keepAliveMs: 0,
     onBytes: (dir, n) => { if (dir === 'up') up.inc(n); else down.inc(n) }
   })
-  return {
-    upstreamBytes: result.up,
-    downstreamBytes: result.down,
-    error: result.error ?? null,
-    idle: result.outcome === 'timeout',
-    abrupt: result.outcome !== 'ok'
-  }
 }
 
 /** The 'connect' event of the proxy's http.Server. Never throws; every path ends in finish(). */
@@ -199,11 +181,12 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
     if (head.length > 0) { upstream.write(head); ctx.upstreamBytes.inc(head.length) }
     const result = await relay(client, upstream, ctx)
-    const outcome: Outcome = result.idle ? 'timeout' : result.error === null && !result.abrupt ? 'ok' : 'aborted'
+    // A tunnel broken by an error counts as aborted, as it always has.
+    const outcome: Outcome = result.outcome === 'error' ? 'aborted' : result.outcome
     log.debug({
       client: client.remoteAddress, clientPort: client.remotePort, target: formatTarget(target), address: guard.address.address,
-      upstreamBytes: result.upstreamBytes + head.length, downstreamBytes: result.downstreamBytes,
-      durationMs: Math.round(performance.now() - startedAt), outcome, err: result.error ?? undefined
+      upstreamBytes: result.up + head.length, downstreamBytes: result.down,
+      durationMs: Math.round(performance.now() - startedAt), outcome, err: result.error
     }, 'tunnel closed')
     ctx.finish(outcome)
   })().catch((err: unknown) => {

@@ -435,9 +435,9 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
     const forward = (guard: GuardResult): void => {
       if (!guard.ok) return refuse(guard.refusal)
       if (res.destroyed || req.socket.destroyed) return finish('aborted')
-      const upstreamPools = pools
+      const dispatcher = pools
       // The first plain-HTTP request waits for undici to load, then comes back here.
-      if (upstreamPools === null) { loadPools().then(() => { forward(guard) }, failed); return }
+      if (dispatcher === null) { loadPools().then(() => { forward(guard) }, failed); return }
       const address = guard.address
       // While a request is in flight the upstream socket's idle deadline decides (504, or a cut
       // response): a client quietly waiting for a slow destination is not idle.
@@ -451,7 +451,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
       res.once('close', () => { if (!res.writableFinished) controller?.abort(new Error('client went away')) })
       // A client that stops reading pauses the destination's answer (backpressure).
       res.on('drain', () => { controller?.resume() })
-      upstreamPools.dispatch({
+      dispatcher.dispatch({
         origin,
         path,
         method: req.method as Dispatcher.HttpMethod,
