@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs'
 import { Command, Option } from 'commander'
 import { parseConfig } from './config/config.js'
 import { readRawSettings, VARIABLES } from './config/env.js'
-import type { Config } from './config/types.js'
+import type { Config, RawSettings } from './config/types.js'
 import { ConfigError, formatIssue, type ConfigIssue } from './errors.js'
 import { unitTestOutput } from './plan/iptables-compat.js'
 
@@ -41,11 +41,11 @@ function flagsByVariable (cmd: Command): Record<string, string | undefined> {
 
 /** argv + env + files → Config, or the list of problems. */
 export function loadConfig (env: Record<string, string | undefined>, flags: Record<string, string | undefined>,
-  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): { config: Config } | { issues: ConfigIssue[] } {
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8')): { config: Config, settings: RawSettings } | { issues: ConfigIssue[] } {
   const raw = readRawSettings(env, flags, readFile)
   if ('issues' in raw) return { issues: raw.issues }
   const parsed = parseConfig(raw.settings)
-  return parsed.ok ? { config: parsed.config } : { issues: parsed.issues }
+  return parsed.ok ? { config: parsed.config, settings: raw.settings } : { issues: parsed.issues }
 }
 
 function reportIssues (issues: readonly ConfigIssue[]): number {
@@ -54,9 +54,14 @@ function reportIssues (issues: readonly ConfigIssue[]): number {
 }
 
 function loadOrExit (cmd: Command): Config | number {
+  const loaded = loadSettingsOrExit(cmd)
+  return typeof loaded === 'number' ? loaded : loaded.config
+}
+
+/** The configuration and the settings it was parsed from (the daemon's workers parse the same text). */
+function loadSettingsOrExit (cmd: Command): { config: Config, settings: RawSettings } | number {
   const loaded = loadConfig(process.env, flagsByVariable(cmd))
-  if ('issues' in loaded) return reportIssues(loaded.issues)
-  return loaded.config
+  return 'issues' in loaded ? reportIssues(loaded.issues) : loaded
 }
 
 export function buildProgram (setExit: (code: number) => void): Command {
@@ -70,14 +75,15 @@ export function buildProgram (setExit: (code: number) => void): Command {
   addConfigOptions(program.command('run', { isDefault: true })
     .description('run in the mode of EGRESS_ROUTER_MODE (the default command)'))
     .action(async (_o, cmd: Command) => {
-      const config = loadOrExit(cmd)
-      if (typeof config === 'number') return setExit(config)
+      const loaded = loadSettingsOrExit(cmd)
+      if (typeof loaded === 'number') return setExit(loaded)
+      const { config, settings } = loaded
       if (config.mode === 'unit-test') {
         process.stdout.write(unitTestOutput(config))
         return setExit(EXIT_OK)
       }
       const { runDaemon } = await import('./lifecycle/daemon.js')
-      setExit(await runDaemon(config, { logFormat: cmd.opts().logFormat, env: process.env, flags: flagsByVariable(cmd) }))
+      setExit(await runDaemon(config, { logFormat: cmd.opts().logFormat, env: process.env, flags: flagsByVariable(cmd), settings }))
     })
 
   addConfigOptions(program.command('plan')

@@ -207,6 +207,31 @@ function destinationRequired (raw: RawSettings, issues: Issues, name: string, mo
   return value
 }
 
+/** The most EGRESS_WORKERS may name: past one per core a worker only adds memory. */
+export const MAX_WORKERS = 64
+
+/** EGRESS_WORKERS: a whole number 1…MAX_WORKERS or auto; above 1 only in the proxy modes (redirect relays in the kernel). */
+function workers (raw: RawSettings, issues: Issues, modeName: ModeName | null, mode: Mode | null): number | 'auto' {
+  const text = get(raw, 'EGRESS_WORKERS')
+  if (text === undefined) return 1
+  if (text === 'auto') return 'auto'
+  const n = /^[0-9]{1,3}$/.test(text) ? Number(text) : Number.NaN
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    issues.add('EGRESS_WORKERS', text, `must be auto or a whole number from 1 to ${MAX_WORKERS}`)
+    return 1
+  }
+  if (n > 1 && mode !== null && mode !== 'http-proxy' && mode !== 'dns-proxy') {
+    issues.add('EGRESS_WORKERS', text, `applies to the http-proxy and dns-proxy modes; ${modeName ?? mode} mode relays in the kernel and runs no workers`)
+  }
+  return n
+}
+
+/** The number of worker processes to run: 'auto' is one per available CPU, in the proxy modes only. */
+export function resolveWorkers (config: Pick<Config, 'workers' | 'mode'>, cpus: number): number {
+  if (config.mode !== 'http-proxy' && config.mode !== 'dns-proxy') return 1
+  return config.workers === 'auto' ? Math.max(1, Math.min(MAX_WORKERS, cpus)) : config.workers
+}
+
 function parse (raw: RawSettings, issues: Issues): Config | null {
   const modeText = get(raw, 'EGRESS_ROUTER_MODE') ?? 'legacy'
   const modeName = Object.hasOwn(MODES, modeText) ? modeText as ModeName : null
@@ -234,6 +259,7 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
   const ports = connectPorts(raw, issues)
   const clientNets = clients(raw, issues)
   const accessLog = oneOf(raw, issues, 'EGRESS_HTTP_PROXY_ACCESS_LOG', ['on', 'off'], 'on') === 'on'
+  const workerCount = workers(raw, issues, modeName, mode)
   const drainTimeoutMs = duration(raw, issues, 'EGRESS_DRAIN_TIMEOUT', 25_000)
   const minTtlMs = duration(raw, issues, 'EGRESS_DNS_MIN_TTL', 2_000)
   const maxTtlMs = duration(raw, issues, 'EGRESS_DNS_MAX_TTL', 300_000)
@@ -295,6 +321,7 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
     httpProxy,
     dnsProxy,
     health: healthAddr,
+    workers: workerCount,
     drainTimeoutMs,
     dns: { minTtlMs, maxTtlMs, maxStaleMs },
     logLevel,

@@ -45,6 +45,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   v('EGRESS_HTTP_PROXY_ACCESS_LOG', '<on|off>', 'on: one info line per allowed request or tunnel (client, target, address, rule); off: allowed ones are only counted. Denials are always logged', { default: 'on' }),
   v('EGRESS_HTTP_PROXY_CLIENTS', '<cidrs>', 'client networks allowed to use the proxy, comma separated (default: any on the pod side)'),
   v('EGRESS_HEALTH_ADDRESS', '<[host]:port>', 'listener for /healthz, /readyz and /metrics; empty turns it off', { default: ':9090' }),
+  v('EGRESS_WORKERS', '<n|auto>', 'proxy modes: processes that accept and relay connections (node:cluster); auto = one per available CPU. Redirect mode relays in the kernel', { default: '1' }),
   v('EGRESS_DRAIN_TIMEOUT', '<duration>', 'how long SIGTERM lets connections in flight finish', { default: '25s' }),
   v('EGRESS_DNS_MIN_TTL', '<duration>', 'lower clamp on answer TTLs', { default: '2s' }),
   v('EGRESS_DNS_MAX_TTL', '<duration>', 'upper clamp on answer TTLs', { default: '300s' }),

@@ -147,6 +147,11 @@ export interface Config {
   readonly dnsProxy: DnsProxyConfig | null
   /** null = no health listener (EGRESS_HEALTH_ADDRESS set to empty); host '' = every address */
   readonly health: { readonly host: string, readonly port: number } | null
+  /**
+   * EGRESS_WORKERS: processes that accept and relay in the proxy modes (1 = the daemon itself);
+   * 'auto' = one per CPU available to the process, resolved when the daemon starts
+   */
+  readonly workers: number | 'auto'
   readonly drainTimeoutMs: number
   readonly dns: {
     readonly minTtlMs: number

@@ -5,10 +5,11 @@
  * kernel's flows (redirect-drain.ts) before it removes its rules. SIGHUP re-reads the `_FILE` configurations.
  * A failed start rolls back what started and returns 1, naming the step.
  */
-import { readFileSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { loadConfig } from '../cli.js'
-import type { Config } from '../config/types.js'
+import { resolveWorkers } from '../config/config.js'
+import type { Config, RawSettings } from '../config/types.js'
 import { formatIssue } from '../errors.js'
 import { gatherFacts } from '../apply/facts.js'
 import { applyNetwork, cleanupNetwork, cleanupTargets, type ApplyNetworkResult } from '../apply/network.js'
@@ -28,7 +29,7 @@ import type { Plan } from '../plan/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import { Lifecycle, StartError } from './hooks.js'
 import { watchGateway } from './gateway-check.js'
-import type { ModeServers } from './mode-servers.js'
+import type { WorkerPool } from './worker-pool.js'
 import { drainRedirect } from './redirect-drain.js'
 import { onSignals } from './signals.js'
 
@@ -37,6 +38,14 @@ export interface DaemonOptions {
   /** env + flags, to re-read the `_FILE` configurations on SIGHUP */
   env?: Record<string, string | undefined>
   flags?: Record<string, string | undefined>
+  /** the settings `config` was parsed from: EGRESS_WORKERS > 1 hands them to the workers */
+  settings?: RawSettings
+}
+
+/** The proxy modes' listeners: in this process, or in EGRESS_WORKERS worker processes. */
+interface Serving {
+  update (config: Config, settings: RawSettings): Promise<void>
+  close (drainMs: number): Promise<void>
 }
 
 /** Runs until a signal stops it (redirect and proxy modes) or until set up (init). Returns the exit code. */
@@ -72,7 +81,9 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   let nl: Rtnl | null = null
   let plan: Plan | null = null
   let reconciler: Reconciler | null = null
-  let servers: ModeServers | null = null
+  let servers: Serving | null = null
+  let pool: WorkerPool | null = null
+  const workers = resolveWorkers(config, availableParallelism())
   let stopGateway: (() => void) | null = null
   let network: ApplyNetworkResult | null = null
   const nft = createNftRunner()
@@ -131,7 +142,14 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     life.append({
       name: `health listener ${host === '' ? '*' : host}:${port}`,
       start: async () => {
-        health = createHealthServer({ readiness, metrics: metrics as Metrics })
+        const m = metrics as Metrics
+        // with workers, /metrics adds up theirs and the primary's (who alone has the setup and reconcile ones)
+        const scrape = async (): Promise<string> => {
+          if (pool === null) return await m.registry.metrics()
+          const { aggregateText } = await import('../observe/metrics.js')
+          return await aggregateText(m, await pool.metrics())
+        }
+        health = createHealthServer({ readiness, metrics: m, scrape })
         await health.listen(host, port)
       },
       stop: async () => { await (health as ReturnType<typeof createHealthServer> | null)?.close() }
@@ -219,13 +237,27 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   }
 
   let resolver: Resolver | null = null
-  if (config.mode === 'http-proxy' || config.mode === 'dns-proxy') {
+  if ((config.mode === 'http-proxy' || config.mode === 'dns-proxy') && workers > 1) {
+    life.append({
+      name: `${workers} workers`,
+      start: async () => {
+        const { startWorkerPool } = await import('./worker-pool.js')
+        const settings = opts.settings
+        if (settings === undefined) throw new Error('internal: EGRESS_WORKERS > 1 needs the settings the configuration was parsed from')
+        pool = await startWorkerPool({ count: workers, settings, listeners: (plan as Plan).listeners, logFormat: opts.logFormat, logger, metrics: metrics as Metrics, readiness })
+        const started = pool
+        logger.info({ event: 'listening', workers, pids: started.pids() }, `${workers} workers serving`)
+        servers = { update: async (_next, settings) => { await started.update(settings) }, close: async (drainMs) => { await started.close(drainMs) } }
+      },
+      stop: async () => { await servers?.close(config.drainTimeoutMs) }
+    })
+  } else if (config.mode === 'http-proxy' || config.mode === 'dns-proxy') {
     life.append({
       name: 'dns resolver',
       start: async () => {
         // the proxy modes' code is loaded only when a proxy mode runs: redirect mode starts faster without it
-        const { Resolver } = await import('../dns/resolver.js')
-        resolver = Resolver.fromResolvConf(readResolvConf(logger), { minTtlMs: config.dns.minTtlMs, maxTtlMs: config.dns.maxTtlMs, maxStaleMs: config.dns.maxStaleMs }, logger.child({ component: 'dns' }))
+        const { openResolver } = await import('./mode-servers.js')
+        resolver = await openResolver(config, logger)
       },
       stop: () => { resolver?.close() }
     })
@@ -233,7 +265,8 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       name: 'listeners',
       start: async () => {
         const { startModeServers } = await import('./mode-servers.js')
-        servers = await startModeServers({ config, plan: plan as Plan, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
+        const local = await startModeServers({ config, listeners: (plan as Plan).listeners, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
+        servers = { update: async (next) => { await local.update(next) }, close: async (drainMs) => { await local.close(drainMs) } }
       },
       stop: async () => { await servers?.close(config.drainTimeoutMs) }
     })
@@ -308,15 +341,6 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   })
 }
 
-function readResolvConf (logger: Logger): string {
-  try {
-    return readFileSync('/etc/resolv.conf', 'utf8')
-  } catch (err) {
-    logger.warn({ err }, '/etc/resolv.conf is not readable; using the resolver defaults')
-    return ''
-  }
-}
-
 function failed (logger: Logger, err: unknown): number {
   if (err instanceof StartError) {
     logger.error({ event: 'setup-failed', step: err.hook, rolledBack: err.stopped, err: err.cause }, `${err.hook} failed: ${(err.cause as Error)?.message ?? String(err.cause)}; rolled back: ${err.stopped.length > 0 ? err.stopped.join(', ') : 'nothing'}`)
@@ -331,7 +355,7 @@ function failed (logger: Logger, err: unknown): number {
  * listeners added and removed) without dropping established connections; an invalid one is rejected with the
  * usual error lines and the old one stays.
  */
-async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, plan: Plan, servers: ModeServers | null }): Promise<{ config: Config, plan: Plan } | null> {
+async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, plan: Plan, servers: Serving | null }): Promise<{ config: Config, plan: Plan } | null> {
   const { logger, reconciler } = deps
   const loaded = loadConfig(opts.env ?? process.env, opts.flags ?? {})
   if ('issues' in loaded) {
@@ -339,7 +363,7 @@ async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logg
     return null
   }
   const next = loaded.config
-  const unchanged = ['mode', 'source', 'gateway', 'interface', 'macvlan', 'podInterface', 'routing'] as const
+  const unchanged = ['mode', 'source', 'gateway', 'interface', 'macvlan', 'podInterface', 'routing', 'workers'] as const
   for (const key of unchanged) {
     if (JSON.stringify(next[key]) !== JSON.stringify(config[key])) {
       logger.error({ event: 'reload-rejected', variable: key }, `reload cannot change ${key}; restart the daemon for that. Keeping the old configuration`)
@@ -356,7 +380,7 @@ async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logg
     const deleted = await deleteStaleConntrack(config.redirect, next.redirect, logger)
     logger.info({ event: 'conntrack', deleted }, 'stale conntrack entries deleted')
   }
-  await deps.servers?.update(next, plan)
+  await deps.servers?.update(next, loaded.settings)
   logger.info({ event: 'reloaded', hash }, 'configuration reloaded')
   return { config: next, plan }
 }

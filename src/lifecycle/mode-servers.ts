@@ -3,21 +3,35 @@
  * forwarder per EGRESS_DNS_PROXY_DESTINATION line. Readiness says whether they are open and, for forwards to
  * names, whether the names resolved. DNS client statistics are mirrored into the metrics.
  */
+import { readFileSync } from 'node:fs'
 import type { Logger } from 'pino'
 import type { Config } from '../config/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import type { Readiness } from '../observe/health.js'
 import type { Metrics } from '../observe/metrics.js'
-import type { Plan } from '../plan/types.js'
+import type { ListenerPlan } from '../plan/types.js'
 import type { DnsProxy } from '../proxy/dns-forwarder.js'
 import type { HttpProxyServer } from '../proxy/http-proxy.js'
 
 export interface ModeServers {
-  update (config: Config, plan: Plan): Promise<void>
+  /** a reloaded configuration: the ACL, or the forwards (listeners opened and closed to match) */
+  update (config: Config): Promise<void>
   close (drainMs: number): Promise<void>
 }
 
 const READY_POLL_MS = 1000
+
+/** The proxy modes' DNS client, from /etc/resolv.conf and the EGRESS_DNS_* clamps. */
+export async function openResolver (config: Config, logger: Logger): Promise<Resolver> {
+  const { Resolver } = await import('../dns/resolver.js')
+  let text = ''
+  try {
+    text = readFileSync('/etc/resolv.conf', 'utf8')
+  } catch (err) {
+    logger.warn({ err }, '/etc/resolv.conf is not readable; using the resolver defaults')
+  }
+  return Resolver.fromResolvConf(text, { minTtlMs: config.dns.minTtlMs, maxTtlMs: config.dns.maxTtlMs, maxStaleMs: config.dns.maxStaleMs }, logger.child({ component: 'dns' }))
+}
 
 function mirrorDnsStats (resolver: Resolver, metrics: Metrics): () => void {
   let last = { queries: 0, answers: 0, failures: 0 }
@@ -36,8 +50,8 @@ function mirrorDnsStats (resolver: Resolver, metrics: Metrics): () => void {
   return () => { clearInterval(timer); metrics.beforeScrape.delete(sync); sync() }
 }
 
-export async function startModeServers (deps: { config: Config, plan: Plan, resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {
-  const { config, plan, resolver, logger, metrics, readiness } = deps
+export async function startModeServers (deps: { config: Config, listeners: readonly ListenerPlan[], resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {
+  const { config, listeners, resolver, logger, metrics, readiness } = deps
   const source = { address: config.source.address, family: config.source.family }
   const stopStats = mirrorDnsStats(resolver, metrics)
 
@@ -46,7 +60,7 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
   if (config.mode === 'http-proxy' && config.httpProxy !== null) {
     const { createHttpProxyServer } = await import('../proxy/http-proxy.js')
     const proxy: HttpProxyServer = createHttpProxyServer({ config: config.httpProxy, sourceAddress: source.address, resolver, logger: logger.child({ component: 'http-proxy' }), metrics })
-    const hosts = plan.listeners.filter((l) => l.kind === 'http-proxy')
+    const hosts = listeners.filter((l) => l.kind === 'http-proxy')
     if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
     for (const l of hosts) {
       await proxy.listen(l.host, l.port)
@@ -67,7 +81,7 @@ export async function startModeServers (deps: { config: Config, plan: Plan, reso
 
   if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
     const { createDnsProxy } = await import('../proxy/dns-forwarder.js')
-    const hosts = [...new Set(plan.listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
+    const hosts = [...new Set(listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
     if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
     const proxies: DnsProxy[] = hosts.map((host) => createDnsProxy({
       forwards: config.dnsProxy?.forwards ?? [],

@@ -47,7 +47,9 @@ export interface HealthServer {
   close (): Promise<void>
 }
 
-export function createHealthServer (opts: { readiness: Readiness, metrics: Metrics }): HealthServer {
+/** `scrape` renders /metrics (default: the metrics' own registry; with workers, theirs merged in). */
+export function createHealthServer (opts: { readiness: Readiness, metrics: Metrics, scrape?: () => Promise<string> }): HealthServer {
+  const scrape = opts.scrape ?? (async () => await opts.metrics.registry.metrics())
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -64,7 +66,7 @@ export function createHealthServer (opts: { readiness: Readiness, metrics: Metri
       for (const sync of opts.metrics.beforeScrape) {
         try { sync() } catch { /* a mirror that fails keeps its last values; the scrape goes on */ }
       }
-      opts.metrics.registry.metrics().then((text) => {
+      scrape().then((text) => {
         res.writeHead(200, { 'content-type': opts.metrics.registry.contentType }).end(text)
       }, (err: Error) => {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`)

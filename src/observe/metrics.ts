@@ -2,7 +2,7 @@
  * Prometheus metrics (prom-client), one registry per daemon so tests can run several in one process.
  * Label values are bounded: mode, forward port, outcome, rule line — never client addresses.
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 
 export type Outcome = 'ok' | 'denied' | 'refused' | 'timeout' | 'unresolved' | 'error' | 'bad-request' | 'aborted'
 
@@ -24,6 +24,10 @@ export interface Metrics {
   readonly reconcileRuns: Counter<'what'>
   readonly reconcileRepairs: Counter<'what'>
   readonly setupSeconds: Gauge<string>
+  /** EGRESS_WORKERS > 1: worker processes by state (running: listeners open; starting) */
+  readonly workers: Gauge<'state'>
+  /** workers that exited while the daemon was serving (each was replaced) */
+  readonly workerRestarts: Counter<string>
   readonly ready: Gauge<string>
   /**
    * Run before every scrape: mirrors of counters kept elsewhere (the DNS client's statistics) sync here, so a
@@ -58,7 +62,19 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
     reconcileRuns: new Counter({ name: 'egress_router_reconcile_runs_total', help: 'Reconcile checks run', labelNames: ['what'], registers: r }),
     reconcileRepairs: new Counter({ name: 'egress_router_reconcile_repairs_total', help: 'Drifts found and repaired', labelNames: ['what'], registers: r }),
     setupSeconds: new Gauge({ name: 'egress_router_setup_seconds', help: 'Time from process start to rules in place', registers: r }),
+    workers: new Gauge({ name: 'egress_router_workers', help: 'Worker processes (EGRESS_WORKERS) by state', labelNames: ['state'], registers: r }),
+    workerRestarts: new Counter({ name: 'egress_router_worker_restarts_total', help: 'Workers that exited while serving and were replaced', registers: r }),
     ready: new Gauge({ name: 'egress_router_ready', help: '1 when /readyz is ok', registers: r }),
     beforeScrape
   }
+}
+
+/**
+ * The primary's metrics and its workers' as one scrape: counters and gauges of the same name and labels are
+ * summed (connections, bytes, DNS), the default process metrics by their own rules (prom-client's
+ * aggregators: memory and CPU add up over the processes).
+ */
+export async function aggregateText (metrics: Metrics, workers: ReadonlyArray<Array<MetricObjectWithValues<MetricValue<string>>>>): Promise<string> {
+  const own = await metrics.registry.getMetricsAsJSON()
+  return await AggregatorRegistry.aggregate([own, ...workers]).metrics()
 }

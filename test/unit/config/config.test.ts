@@ -1,6 +1,6 @@
 import t from 'tap'
 import { formatIssue } from '../../../src/errors.js'
-import { parseConfig } from '../../../src/config/config.js'
+import { parseConfig, resolveWorkers } from '../../../src/config/config.js'
 import type { Config, RawSettings } from '../../../src/config/types.js'
 
 const BASE = { EGRESS_SOURCE: '192.0.2.99', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DESTINATION: '10.1.2.3' }
@@ -30,6 +30,7 @@ t.test('the simplest config: defaults from SPEC.md', async t => {
     httpProxy: null,
     dnsProxy: null,
     health: { host: '', port: 9090 },
+    workers: 1,
     drainTimeoutMs: 25_000,
     dns: { minTtlMs: 2_000, maxTtlMs: 300_000, maxStaleMs: 86_400_000 },
     logLevel: 'info',
@@ -141,6 +142,30 @@ t.test('EGRESS_HEALTH_ADDRESS forms', async t => {
     ['999.1.1.1:80', '999.1.1.1 is not a valid IPv4 address']
   ]
   for (const [text, message] of bad) t.same(errors({ ...BASE, EGRESS_HEALTH_ADDRESS: text }), [`EGRESS_HEALTH_ADDRESS: '${text}': ${message}`], text)
+})
+
+t.test('EGRESS_WORKERS: 1 by default, a number or auto in the proxy modes, resolved against the CPUs', async t => {
+  const dns = { ...BASE, EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_DNS_PROXY_DESTINATION: '53 192.0.2.53' }
+  const http = { ...BASE, EGRESS_ROUTER_MODE: 'http-proxy', EGRESS_HTTP_PROXY_DESTINATION: '*' }
+  t.equal(config(dns).workers, 1)
+  t.equal(config({ ...dns, EGRESS_WORKERS: '' }).workers, 1, 'empty is the default')
+  t.equal(config({ ...dns, EGRESS_WORKERS: '4' }).workers, 4)
+  t.equal(config({ ...http, EGRESS_WORKERS: '64' }).workers, 64)
+  t.equal(config({ ...http, EGRESS_WORKERS: 'auto' }).workers, 'auto')
+  for (const text of ['0', '65', '-1', '2.5', 'two', '1e1', ' 2', '0x2', '1000']) {
+    t.same(errors({ ...dns, EGRESS_WORKERS: text }), [`EGRESS_WORKERS: '${text}': must be auto or a whole number from 1 to 64`], text)
+  }
+  // redirect relays in the kernel: more than one worker there is a mistake, not a tuning
+  t.same(errors({ ...BASE, EGRESS_WORKERS: '2' }), ["EGRESS_WORKERS: '2': applies to the http-proxy and dns-proxy modes; legacy mode relays in the kernel and runs no workers"])
+  t.same(errors({ ...BASE, EGRESS_ROUTER_MODE: 'init', EGRESS_WORKERS: '3' }), ["EGRESS_WORKERS: '3': applies to the http-proxy and dns-proxy modes; init mode relays in the kernel and runs no workers"])
+  t.equal(config({ ...BASE, EGRESS_WORKERS: '1' }).workers, 1)
+  t.equal(config({ ...BASE, EGRESS_WORKERS: 'auto' }).workers, 'auto')
+
+  t.equal(resolveWorkers(config({ ...dns, EGRESS_WORKERS: 'auto' }), 8), 8)
+  t.equal(resolveWorkers(config({ ...dns, EGRESS_WORKERS: 'auto' }), 0), 1, 'no CPU count known: one')
+  t.equal(resolveWorkers(config({ ...dns, EGRESS_WORKERS: 'auto' }), 200), 64, 'capped at 64')
+  t.equal(resolveWorkers(config({ ...http, EGRESS_WORKERS: '3' }), 1), 3, 'a number is taken as given')
+  t.equal(resolveWorkers(config({ ...BASE, EGRESS_WORKERS: 'auto' }), 8), 1, 'redirect mode: none')
 })
 
 t.test('http-proxy settings: port, CONNECT ports, access log, clients', async t => {

@@ -35,6 +35,7 @@ function config (o: Partial<Config> = {}): Config {
     httpProxy: null,
     dnsProxy: null,
     health: { host: '', port: 9090 },
+    workers: 1,
     drainTimeoutMs: 25_000,
     dns: { minTtlMs: 2_000, maxTtlMs: 300_000, maxStaleMs: 86_400_000 },
     logLevel: 'info',
