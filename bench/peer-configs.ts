@@ -58,14 +58,14 @@ DisableViaHeader Yes
 export interface Forward { listen: string, port: number, target: string, targetPort: number }
 
 /**
- * haproxy 2.6 in mode tcp: one frontend per forward, one thread (the router gets one core). maxconn
+ * haproxy 2.6 in mode tcp: one frontend per forward, one thread per core the router gets. maxconn
  * within the descriptor limit: haproxy refuses to start when it cannot raise its limit to 2 × maxconn.
  */
-export function haproxyConf (forwards: readonly Forward[], maxconn: number): string {
+export function haproxyConf (forwards: readonly Forward[], maxconn: number, threads = 1): string {
   const parts = [`# egress-router bench: haproxy as a TCP forwarder
 global
   maxconn ${maxconn}
-  nbthread 1
+  nbthread ${threads}
 
 defaults
   mode tcp

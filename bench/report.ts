@@ -221,6 +221,27 @@ export const GROUPS: readonly Group[] = [
       { metric: 'tcp4', kind: 'ratio-min', value: 1.0, peer: 'haproxy' },
       { metric: 'connPerSec', kind: 'ratio-min', value: 1.0, peer: 'haproxy' }
     ]
+  },
+  {
+    // both cores to the router (CPU 0 shared with the load): EGRESS_WORKERS=2 against two haproxy threads
+    id: 'dns-proxy-2-cores',
+    subject: 'dns-proxy-2w',
+    peers: ['haproxy-2t'],
+    metrics: [...TRAFFIC, 'rssIdle', 'rss1k', 'readyMs'],
+    targets: [
+      { metric: 'tcp1', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' },
+      { metric: 'tcp4', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' },
+      { metric: 'connPerSec', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' }
+    ]
+  },
+  {
+    // EGRESS_WORKERS=2 on both cores against the one-core run of http-proxy (squid -N is one process):
+    // what the second worker adds, not a target
+    id: 'http-proxy-2-cores',
+    subject: 'http-proxy-2w',
+    peers: ['http-proxy'],
+    metrics: [...TRAFFIC, 'rssIdle', 'rss1k', 'readyMs'],
+    targets: []
   }
 ]
 

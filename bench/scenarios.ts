@@ -17,9 +17,9 @@ import { buildPlan } from '../src/plan/plan.js'
 import { haproxyConf, nginxConf, socatArgv, squidConf, tinyproxyConf, type Forward } from './peer-configs.js'
 import { namespacePids, namespaceStats, type ProcStats } from './proc-stats.js'
 import type { ScenarioResult } from './report.js'
-import { iperf, pinned, startIdleClient, wrk, ROUTER_CPU, LOAD_CPU, type Pinning } from './workloads.js'
+import { iperf, pinned, startIdleClient, wrk, BOTH_CPUS, ROUTER_CPU, LOAD_CPU, type Pinning } from './workloads.js'
 
-export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat'] as const
+export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w'] as const
 export type ScenarioId = typeof SCENARIOS[number]
 
 const A = LAB.v4
@@ -38,19 +38,29 @@ interface Spec {
   daemon: boolean
   /** idle-tunnel levels this router variant is measured at (none for the kernel paths) */
   idleLevels: readonly number[]
+  /** cores the router gets: 1 (CPU 1 alone) or 2 (both, CPU 0 shared with the load) */
+  cores: 1 | 2
 }
 
 const LEVELS = [100, 1000, 10_000]
 const SPECS: Record<ScenarioId, Spec> = {
-  redirect: { access: 'tcp', daemon: true, idleLevels: [] },
-  'kernel-nft': { access: 'tcp', daemon: false, idleLevels: [] },
-  'http-proxy': { access: 'proxy', daemon: true, idleLevels: LEVELS },
-  squid: { access: 'proxy', daemon: false, idleLevels: LEVELS },
-  tinyproxy: { access: 'proxy', daemon: false, idleLevels: LEVELS },
-  'dns-proxy': { access: 'tcp', daemon: true, idleLevels: LEVELS },
-  haproxy: { access: 'tcp', daemon: false, idleLevels: LEVELS },
+  redirect: { access: 'tcp', daemon: true, idleLevels: [], cores: 1 },
+  'kernel-nft': { access: 'tcp', daemon: false, idleLevels: [], cores: 1 },
+  'http-proxy': { access: 'proxy', daemon: true, idleLevels: LEVELS, cores: 1 },
+  squid: { access: 'proxy', daemon: false, idleLevels: LEVELS, cores: 1 },
+  tinyproxy: { access: 'proxy', daemon: false, idleLevels: LEVELS, cores: 1 },
+  'dns-proxy': { access: 'tcp', daemon: true, idleLevels: LEVELS, cores: 1 },
+  haproxy: { access: 'tcp', daemon: false, idleLevels: LEVELS, cores: 1 },
   // one process per connection: 10,000 would be 10,000 processes
-  socat: { access: 'tcp', daemon: false, idleLevels: [100, 1000] }
+  socat: { access: 'tcp', daemon: false, idleLevels: [100, 1000], cores: 1 },
+  // both cores: EGRESS_WORKERS=2 against haproxy with two threads (squid -N runs one process: no peer)
+  'dns-proxy-2w': { access: 'tcp', daemon: true, idleLevels: [1000], cores: 2 },
+  'haproxy-2t': { access: 'tcp', daemon: false, idleLevels: [1000], cores: 2 },
+  'http-proxy-2w': { access: 'proxy', daemon: true, idleLevels: [1000], cores: 2 }
+}
+
+function routerCpus (spec: Spec): number | string {
+  return spec.cores === 2 ? BOTH_CPUS : ROUTER_CPU
 }
 
 export interface BenchOptions {
@@ -133,11 +143,11 @@ async function waitListening (topo: Topology, role: 'router' | 'dest' | 'client'
   }, { what, timeoutMs, intervalMs: 50 })
 }
 
-/** Pins every thread of every process in the router namespace to the router's CPU. */
-async function pinRouterNs (topo: Topology, pin: Pinning): Promise<void> {
+/** Pins every thread of every process in the router namespace to the router's CPUs. */
+async function pinRouterNs (topo: Topology, pin: Pinning, cpus: number | string): Promise<void> {
   if (!pin.enabled) return
   for (const pid of await namespacePids(topo.ns.router)) {
-    await topo.exec('router', ['taskset', '-a', '-p', '-c', String(ROUTER_CPU), String(pid)], { timeoutMs: 5_000 })
+    await topo.exec('router', ['taskset', '-a', '-p', '-c', String(cpus), String(pid)], { timeoutMs: 5_000 })
   }
 }
 
@@ -168,18 +178,19 @@ async function startProfiledDaemon (topo: Topology, env: Record<string, string>,
   }
 }
 
-async function startDaemon (topo: Topology, mode: 'redirect' | 'http-proxy' | 'dns-proxy', o: BenchOptions): Promise<Running> {
+async function startDaemon (topo: Topology, mode: 'redirect' | 'http-proxy' | 'dns-proxy', o: BenchOptions, spec: Spec): Promise<Running> {
+  const env = daemonEnv(mode, spec.cores === 2 ? { EGRESS_WORKERS: '2' } : {})
   const spawned = Date.now()
   let ready: LogLine | undefined
   let rules: LogLine | undefined
   let stop: () => Promise<void>
   if (o.profileDir !== undefined) {
-    const p = await startProfiledDaemon(topo, daemonEnv(mode), o.profileDir)
+    const p = await startProfiledDaemon(topo, env, o.profileDir)
     ready = p.readyLog
     rules = p.rulesLog
     stop = p.stop
   } else {
-    const router = startRouter(topo, daemonEnv(mode))
+    const router = startRouter(topo, env)
     try {
       await router.waitReady(30_000)
     } catch (err) {
@@ -193,7 +204,7 @@ async function startDaemon (topo: Topology, mode: 'redirect' | 'http-proxy' | 'd
       if (code !== 0) o.say(`bench: the daemon (${mode}) exited with ${String(code ?? signal)}`)
     }
   }
-  await pinRouterNs(topo, o.pin)
+  await pinRouterNs(topo, o.pin, routerCpus(spec))
   return {
     readyMs: typeof ready?.time === 'number' ? ready.time - spawned : undefined,
     setupMs: typeof rules?.setupMs === 'number' ? rules.setupMs : undefined,
@@ -215,9 +226,9 @@ async function nftApply (topo: Topology, script: string): Promise<void> {
 }
 
 /** Spawns a peer in the router namespace (pinned) and resolves once it listens. */
-async function startPeer (topo: Topology, o: BenchOptions, argvs: string[][], port: number, what: string): Promise<Running> {
+async function startPeer (topo: Topology, o: BenchOptions, argvs: string[][], port: number, what: string, cpus: number | string = ROUTER_CPU): Promise<Running> {
   const started = Date.now()
-  const children = argvs.map((argv) => topo.spawn('router', pinned(o.pin, ROUTER_CPU, argv), { stdio: ['ignore', 'ignore', 'pipe'] }))
+  const children = argvs.map((argv) => topo.spawn('router', pinned(o.pin, cpus, argv), { stdio: ['ignore', 'ignore', 'pipe'] }))
   let stderr = ''
   for (const c of children) c.stderr?.on('data', (b: Buffer) => { if (stderr.length < 4000) stderr += b.toString() })
   try {
@@ -242,10 +253,13 @@ async function startPeer (topo: Topology, o: BenchOptions, argvs: string[][], po
 }
 
 async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: BenchOptions): Promise<Running> {
+  const spec = SPECS[id]
   switch (id) {
-    case 'redirect': return await startDaemon(topo, 'redirect', o)
-    case 'http-proxy': return await startDaemon(topo, 'http-proxy', o)
-    case 'dns-proxy': return await startDaemon(topo, 'dns-proxy', o)
+    case 'redirect': return await startDaemon(topo, 'redirect', o, spec)
+    case 'http-proxy':
+    case 'http-proxy-2w': return await startDaemon(topo, 'http-proxy', o, spec)
+    case 'dns-proxy':
+    case 'dns-proxy-2w': return await startDaemon(topo, 'dns-proxy', o, spec)
     case 'kernel-nft': {
       await initNetwork(topo)
       await topo.execOk('router', ['nft', 'delete', 'table', 'ip', 'egress_router'], { timeoutMs: 10_000 })
@@ -262,12 +276,13 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
       const argv = id === 'squid' ? ['squid', '-N', '-f', conf] : ['tinyproxy', '-d', '-c', conf]
       return await startPeer(topo, o, [argv], PROXY_PORT, id)
     }
-    case 'haproxy': {
+    case 'haproxy':
+    case 'haproxy-2t': {
       await initNetwork(topo)
       await nftApply(topo, modeNftScript('dns-proxy'))
       const conf = join(dir, 'haproxy.cfg')
-      writeFileSync(conf, haproxyConf(FORWARDS, Math.floor((o.fdLimit - 300) / 2)))
-      return await startPeer(topo, o, [['haproxy', '-db', '-f', conf]], HTTP_PORT, 'haproxy')
+      writeFileSync(conf, haproxyConf(FORWARDS, Math.floor((o.fdLimit - 300) / 2), spec.cores))
+      return await startPeer(topo, o, [['haproxy', '-db', '-f', conf]], HTTP_PORT, id, routerCpus(spec))
     }
     case 'socat': {
       await initNetwork(topo)

@@ -16,12 +16,16 @@ import { wrkScript } from './wrk-script.js'
 
 const IDLE_CLIENT = fileURLToPath(new URL('./idle-client.js', import.meta.url))
 
-/** Pinning: the router gets CPU 1, everything else (load generators, destination) CPU 0. */
+/**
+ * Pinning: the router gets CPU 1, everything else (load generators, destination) CPU 0. The two-core
+ * variants (EGRESS_WORKERS=2, haproxy nbthread 2) get both, sharing CPU 0 with the load.
+ */
 export interface Pinning { enabled: boolean }
 export const LOAD_CPU = 0
 export const ROUTER_CPU = 1
+export const BOTH_CPUS = '0,1'
 
-export function pinned (pin: Pinning, cpu: number, argv: readonly string[]): string[] {
+export function pinned (pin: Pinning, cpu: number | string, argv: readonly string[]): string[] {
   return pin.enabled ? ['taskset', '-c', String(cpu), ...argv] : [...argv]
 }
 

@@ -23,8 +23,6 @@ const METRICS_TIMEOUT_MS = 3_000
 const STOP_GRACE_MS = 5_000
 
 export interface WorkerPool {
-  /** how many workers run (with their listeners open) now */
-  running (): number
   /** pids of the workers now, for logs and tests */
   pids (): number[]
   /** Sends a reloaded configuration to every running worker; rejects naming the workers that failed it. */
@@ -39,6 +37,8 @@ interface Slot {
   worker: Worker
   running: boolean
   startedAt: number
+  /** the settings it was started with: a reload while it was starting sends it the newer ones */
+  settings: RawSettings | null
   checks: Map<string, Check>
 }
 
@@ -92,7 +92,7 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
   /** Forks one worker; resolves when it has started, rejects with its reason when it fails or dies first. */
   const spawn = async (): Promise<void> => {
     const worker = cluster.fork({ [WORKER_ENV]: '1' })
-    const slot: Slot = { worker, running: false, startedAt: Date.now(), checks: new Map() }
+    const slot: Slot = { worker, running: false, startedAt: Date.now(), settings: null, checks: new Map() }
     slots.set(worker.id, slot)
     publish()
     return await new Promise<void>((resolve, reject) => {
@@ -111,6 +111,7 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
         const m = fromWorker(raw)
         if (m === null) return
         if (m.t === 'hello') {
+          slot.settings = settings
           send(slot, { t: 'start', settings, listeners, logFormat: opts.logFormat })
         } else if (m.t === 'started') {
           slot.running = true
@@ -118,11 +119,18 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
           logger.info({ event: 'worker-started', worker: worker.id, pid: worker.process.pid }, `worker ${worker.id} (pid ${String(worker.process.pid)}) serving`)
           publish()
           settle(null)
+          // a SIGHUP came while it was starting: it runs the configuration before that one
+          if (slot.settings !== settings) {
+            slot.settings = settings
+            send(slot, { t: 'update', id: -1, settings })
+          }
         } else if (m.t === 'start-failed') {
           settle(new Error(`worker ${worker.id}: ${m.message}`))
         } else if (m.t === 'check') {
           slot.checks.set(m.name, { ok: m.ok, detail: m.detail })
           publish()
+        } else if (m.t === 'updated' && m.id === -1) {
+          if (m.error !== null) logger.error({ event: 'reload-failed', worker: worker.id, err: m.error }, `worker ${worker.id} could not apply the configuration reloaded while it started: ${m.error}`)
         } else {
           waiting.get(`${m.t}:${m.id}`)?.(worker.id, m)
         }
@@ -186,7 +194,6 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
   serving = true
 
   return {
-    running: () => [...slots.values()].filter((s) => s.running).length,
     pids: () => [...slots.values()].map((s) => s.worker.process.pid ?? 0),
     update: async (next) => {
       settings = next

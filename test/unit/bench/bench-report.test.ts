@@ -134,3 +134,18 @@ t.test('the ACL bench rules are valid EGRESS_HTTP_PROXY_DESTINATION text of the 
     t.equal(parsed.value.filter((r) => r.action === 'deny').length, 100)
   }
 })
+
+t.test('every group compares scenarios the bench runs; the two-core group pits EGRESS_WORKERS=2 against two haproxy threads', async t => {
+  const { SCENARIOS, daemonEnv } = await import('../../../bench/scenarios.js')
+  const { haproxyConf } = await import('../../../bench/peer-configs.js')
+  for (const g of GROUPS) {
+    for (const id of [g.subject, ...g.peers]) t.ok((SCENARIOS as readonly string[]).includes(id), `${g.id}: ${id} is a scenario`)
+    for (const target of g.targets) t.ok(target.peer === undefined || g.peers.includes(target.peer), `${g.id}: the target's peer ${String(target.peer)} is in the group`)
+  }
+  const two = GROUPS.find((g) => g.id === 'dns-proxy-2-cores')
+  t.same([two?.subject, two?.peers, two?.targets.map((x) => x.metric)], ['dns-proxy-2w', ['haproxy-2t'], ['tcp1', 'tcp4', 'connPerSec']])
+  const fw = [{ listen: '198.51.100.1', port: 80, target: '203.0.113.10', targetPort: 80 }]
+  t.match(haproxyConf(fw, 1000), /\n {2}nbthread 1\n/)
+  t.match(haproxyConf(fw, 1000, 2), /\n {2}nbthread 2\n/)
+  t.equal(daemonEnv('dns-proxy').EGRESS_WORKERS, undefined, 'the one-core daemon runs without workers')
+})
