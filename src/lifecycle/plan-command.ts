@@ -1,6 +1,8 @@
 /**
  * `egress-router plan`: validate, read the host facts (reads only), print the plan. Changes nothing.
  */
+import { availableParallelism } from 'node:os'
+import { resolveWorkers } from '../config/config.js'
 import type { Config } from '../config/types.js'
 import { gatherFacts } from '../apply/facts.js'
 import { NetlinkHandle } from '../netlink/handle.js'
@@ -27,6 +29,13 @@ export async function planCommand (config: Config, opts: { json: boolean }): Pro
     process.stderr.write(`egress-router plan: ${err instanceof Error ? err.message : String(err)}\n`)
     return 2
   }
-  process.stdout.write(opts.json ? JSON.stringify({ config, facts, plan }, null, 2) + '\n' : formatPlan(plan))
+  const cpus = availableParallelism()
+  const workers = resolveWorkers(config, cpus)
+  if (opts.json) {
+    process.stdout.write(JSON.stringify({ config, facts, plan, workers }, null, 2) + '\n')
+  } else {
+    const auto = config.workers === 'auto' ? ` (auto: one per CPU, ${cpus} here)` : ''
+    process.stdout.write(formatPlan(plan) + (workers > 1 || auto !== '' ? `workers: ${workers}${auto}, forked by the daemon; it keeps the rules and the health listener\n` : ''))
+  }
   return 0
 }

@@ -76,4 +76,20 @@ t.test('plan prints the exact nft script and changes nothing (reads links over r
   t.equal(json.code, 0)
   const parsed = JSON.parse(json.stdout) as { plan: { nft: { script: string } } }
   t.match(r.stdout, parsed.plan.nft.script.trimEnd(), 'the text plan shows the very script apply pipes to nft')
+  t.notMatch(r.stdout, 'workers:', 'one process: no workers line')
+})
+
+t.test('plan says how many workers a proxy mode forks', async (t) => {
+  const env = { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DNS_PROXY_DESTINATION: '5432 203.0.113.10' }
+  const args = ['plan', '--interface', 'lo', '--pod-interface', 'lo', '--macvlan-name', 'ertestmv0']
+  const three = await cli([...args, '--workers', '3'], env)
+  t.equal(three.code, 0, three.stderr)
+  t.match(three.stdout, /\nworkers: 3, forked by the daemon/)
+  const auto = await cli([...args, '--workers', 'auto'], env)
+  t.match(auto.stdout, /\nworkers: \d+ \(auto: one per CPU, \d+ here\)/)
+  const json = JSON.parse((await cli([...args, '--json', '--workers', '2'], env)).stdout) as { workers: number, config: { workers: number } }
+  t.same([json.workers, json.config.workers], [2, 2])
+  const redirect = await cli(['plan', '--workers', '2'], { EGRESS_SOURCE: '192.0.2.99', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DESTINATION: '203.0.113.10' })
+  t.equal(redirect.code, 2, 'more than one worker in redirect mode is a configuration error')
+  t.match(redirect.stderr, "EGRESS_WORKERS: '2': applies to the http-proxy and dns-proxy modes")
 })
