@@ -3,7 +3,8 @@
  * start/stop pairs. SIGTERM/SIGINT drain and stop (exit 0): the proxy modes close their listeners and let the
  * connections in flight finish; redirect mode in host routing refuses new redirected connections and waits for the
  * kernel's flows (redirect-drain.ts) before it removes its rules. SIGHUP re-reads the `_FILE` configurations.
- * A failed start rolls back what started and returns 1, naming the step.
+ * A failed start rolls back what started and returns 1, naming the step. With EGRESS_WORKERS > 1 the proxy
+ * modes' listeners run in worker processes (worker-pool.ts); everything else stays here.
  */
 import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
@@ -265,8 +266,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       name: 'listeners',
       start: async () => {
         const { startModeServers } = await import('./mode-servers.js')
-        const local = await startModeServers({ config, listeners: (plan as Plan).listeners, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
-        servers = { update: async (next) => { await local.update(next) }, close: async (drainMs) => { await local.close(drainMs) } }
+        servers = await startModeServers({ config, listeners: (plan as Plan).listeners, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
       },
       stop: async () => { await servers?.close(config.drainTimeoutMs) }
     })

@@ -26,10 +26,14 @@ function tell (message: FromWorker, sent?: () => void): void {
   else sent?.()
 }
 
-/** Readiness checks go to the primary, which merges every worker's into its /readyz. */
+/** Readiness checks go to the primary (each change once), which merges every worker's into its /readyz. */
 class ReportedReadiness extends Readiness {
+  readonly #sent = new Map<string, string>()
   override set (name: string, ok: boolean, detail = ''): void {
     super.set(name, ok, detail)
+    const key = `${String(ok)} ${detail}`
+    if (this.#sent.get(name) === key) return
+    this.#sent.set(name, key)
     tell({ t: 'check', name, ok, detail })
   }
 }
