@@ -4,7 +4,7 @@
  * a reloaded configuration to all of them, gathers their metrics for /metrics, and on stop asks each to
  * drain and exit (SIGKILL at the drain deadline plus a grace period).
  */
-import cluster, { type Worker } from 'node:cluster'
+import cluster from 'node:cluster'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
 import type { RawSettings } from '../config/types.js'
@@ -16,11 +16,39 @@ import { fromWorker, HEALTHY_RUN_MS, mergeChecks, restartDelayMs, WORKER_ENV, ty
 
 /** the worker's entry point (worker-main.ts, next to this file) */
 const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url))
-const START_TIMEOUT_MS = 30_000
-const UPDATE_TIMEOUT_MS = 15_000
-const METRICS_TIMEOUT_MS = 3_000
-/** past the drain deadline, how long a worker gets to exit before SIGKILL */
-const STOP_GRACE_MS = 5_000
+
+/** How long the pool waits for a worker, in ms. */
+export interface PoolTimeouts {
+  /** fork → listeners open */
+  start: number
+  /** a reloaded configuration applied */
+  update: number
+  /** its metrics for a scrape */
+  metrics: number
+  /** past the drain deadline, before SIGKILL */
+  stopGrace: number
+}
+const TIMEOUTS: PoolTimeouts = { start: 30_000, update: 15_000, metrics: 3_000, stopGrace: 5_000 }
+
+/** What the pool uses of a node:cluster Worker (a cluster Worker is one; tests hand in their own). */
+export interface PoolWorker {
+  readonly id: number
+  readonly process: { readonly pid?: number, kill: (signal?: NodeJS.Signals) => boolean }
+  send: (message: ToWorker) => boolean
+  isConnected: () => boolean
+  isDead: () => boolean
+  on: ((event: 'message', listener: (message: unknown) => void) => unknown) & ((event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void) => unknown)
+  once: (event: 'exit', listener: () => void) => unknown
+}
+
+/** node:cluster's fork of worker-main.ts; SCHED_NONE, set before the first fork */
+function clusterFork (): PoolWorker {
+  // SCHED_NONE: the primary opens each listening socket once and hands it to every worker, which accepts
+  // on it itself. Round-robin would accept every connection in the primary and pass it over IPC.
+  cluster.schedulingPolicy = cluster.SCHED_NONE
+  cluster.setupPrimary({ exec: WORKER_MAIN, args: ['run'] })
+  return cluster.fork({ [WORKER_ENV]: '1' }) as unknown as PoolWorker
+}
 
 export interface WorkerPool {
   /** pids of the workers now, for logs and tests */
@@ -34,7 +62,7 @@ export interface WorkerPool {
 }
 
 interface Slot {
-  worker: Worker
+  worker: PoolWorker
   running: boolean
   startedAt: number
   /** the settings it was started with: a reload while it was starting sends it the newer ones */
@@ -50,16 +78,17 @@ export interface WorkerPoolOptions {
   logger: Logger
   metrics: Metrics
   readiness: Readiness
+  /** for tests: the worker processes and the waits (default node:cluster, TIMEOUTS) */
+  fork?: () => PoolWorker
+  timeouts?: Partial<PoolTimeouts>
 }
 
 /** Forks `count` workers; resolves once every one has its listeners open, rejects (all stopped) when one fails. */
 export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerPool> {
   const { count, listeners, logger, metrics, readiness } = opts
   let settings = opts.settings
-  // SCHED_NONE: the primary opens each listening socket once and hands it to every worker, which accepts
-  // on it itself. Round-robin would accept every connection in the primary and pass it over IPC.
-  cluster.schedulingPolicy = cluster.SCHED_NONE
-  cluster.setupPrimary({ exec: WORKER_MAIN, args: ['run'] })
+  const fork = opts.fork ?? clusterFork
+  const timeouts: PoolTimeouts = { ...TIMEOUTS, ...opts.timeouts }
 
   const slots = new Map<number, Slot>()
   const timers = new Set<NodeJS.Timeout>()
@@ -91,7 +120,7 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
 
   /** Forks one worker; resolves when it has started, rejects with its reason when it fails or dies first. */
   const spawn = async (): Promise<void> => {
-    const worker = cluster.fork({ [WORKER_ENV]: '1' })
+    const worker = fork()
     const slot: Slot = { worker, running: false, startedAt: Date.now(), settings: null, checks: new Map() }
     slots.set(worker.id, slot)
     publish()
@@ -104,9 +133,9 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
         if (err === null) resolve(); else reject(err)
       }
       const deadline = setTimeout(() => {
-        settle(new Error(`worker ${worker.id} did not open its listeners within ${START_TIMEOUT_MS / 1000} s`))
+        settle(new Error(`worker ${worker.id} did not open its listeners within ${timeouts.start / 1000} s`))
         worker.process.kill('SIGKILL')
-      }, START_TIMEOUT_MS)
+      }, timeouts.start)
       worker.on('message', (raw: unknown) => {
         const m = fromWorker(raw)
         if (m === null) return
@@ -188,7 +217,7 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
     await Promise.all(Array.from({ length: count }, async () => await spawn()))
   } catch (err) {
     closing = true
-    await stopAll(slots, 0)
+    await stopAll(slots, 0, timeouts.stopGrace)
     throw err
   }
   serving = true
@@ -197,35 +226,35 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
     pids: () => [...slots.values()].map((s) => s.worker.process.pid ?? 0),
     update: async (next) => {
       settings = next
-      const answers = await request('updated', (id) => ({ t: 'update', id, settings: next }), UPDATE_TIMEOUT_MS)
+      const answers = await request('updated', (id) => ({ t: 'update', id, settings: next }), timeouts.update)
       const failed = answers.filter((a) => a.answer === null || (a.answer.t === 'updated' && a.answer.error !== null))
       if (failed.length > 0) {
         throw new Error(failed.map((a) => `worker ${a.worker}: ${a.answer === null ? 'no answer' : (a.answer as { error: string }).error}`).join('; '))
       }
     },
     metrics: async () => {
-      const answers = await request('metrics', (id) => ({ t: 'metrics', id }), METRICS_TIMEOUT_MS)
+      const answers = await request('metrics', (id) => ({ t: 'metrics', id }), timeouts.metrics)
       return answers.flatMap((a) => a.answer?.t === 'metrics' ? [a.answer.metrics] : [])
     },
     close: async (drainMs) => {
       closing = true
       for (const t of timers) clearTimeout(t)
       timers.clear()
-      await stopAll(slots, drainMs)
+      await stopAll(slots, drainMs, timeouts.stopGrace)
     }
   }
 }
 
-async function stopAll (slots: ReadonlyMap<number, Slot>, drainMs: number): Promise<void> {
+async function stopAll (slots: ReadonlyMap<number, Slot>, drainMs: number, graceMs: number): Promise<void> {
   const all = [...slots.values()]
   await Promise.all(all.map(async (s) => {
     const w = s.worker
     if (w.isDead()) return
     await new Promise<void>((resolve) => {
-      const kill = setTimeout(() => { w.process.kill('SIGKILL') }, drainMs + STOP_GRACE_MS)
+      const kill = setTimeout(() => { w.process.kill('SIGKILL') }, drainMs + graceMs)
       w.once('exit', () => { clearTimeout(kill); resolve() })
       try {
-        if (w.isConnected()) w.send({ t: 'stop', drainMs } satisfies ToWorker); else w.process.kill('SIGTERM')
+        if (!w.isConnected() || !w.send({ t: 'stop', drainMs })) w.process.kill('SIGTERM')
       } catch {
         w.process.kill('SIGTERM')
       }

@@ -48,8 +48,9 @@ export function fromWorker (message: unknown): FromWorker | null {
 /**
  * The primary's readiness from its running workers' checks. A check is ok when every running worker that
  * reports it says ok (a forward whose name one worker cannot resolve fails on that worker's connections);
- * its detail is the first failing worker's, named. `listeners` is ok while at least one worker runs: the
- * shared listening sockets stay open and a worker that died is being replaced, so the router still serves.
+ * its detail is the first failing worker's, named. `listeners` is ok while at least one worker runs (a
+ * running worker has said it has its listeners open): the shared listening sockets stay open and a worker
+ * that died is being replaced, so the router still serves.
  */
 export function mergeChecks (workers: ReadonlyArray<{ readonly id: number, readonly running: boolean, readonly checks: ReadonlyMap<string, Check> }>, configured: number): Map<string, Check> {
   const running = workers.filter((w) => w.running)
@@ -61,7 +62,7 @@ export function mergeChecks (workers: ReadonlyArray<{ readonly id: number, reado
       if (seen === undefined || (seen.ok && !c.ok)) out.set(name, c.ok ? c : { ok: false, detail: `worker ${w.id}: ${c.detail}` })
     }
   }
-  const listening = running.filter((w) => w.checks.get('listeners')?.ok === true).length
+  const listening = running.length
   out.set('listeners', listening === 0
     ? { ok: false, detail: `no worker is serving (0 of ${configured})` }
     : { ok: true, detail: listening < configured ? `${listening} of ${configured} workers serving` : '' })

@@ -196,3 +196,25 @@ t.test('workers whose daemon is killed (SIGKILL) exit on their own: none is left
   t.ok(gone, 'both workers exited once the IPC channel to the daemon closed')
   t.same([...await listenersOf(topo, 8000)], [], 'nothing listens on the forward port any more')
 })
+
+t.test('a worker killed and a SIGHUP at once: the replacement and the other worker both end up on the new configuration', privileged(), async (t) => {
+  const topo = await opsTopology(t)
+  const hello = await server(t, topo, { host: v4.dest, tcp: { mode: 'hello' } })
+  const port = String(hello.tcpPort)
+  const forwards = configFile(t, 'forwards', `8000 ${v4.dest} ${port}\n`)
+  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION_FILE: forwards.path, EGRESS_WORKERS: '2', EGRESS_DRAIN_TIMEOUT: '1s' }))
+  const [victim, survivor] = pidsOf(await router.waitForLog((l) => l.event === 'listening' && l.workers === 2, 'the workers line')) as [number, number]
+  const seen = router.logs.length
+  forwards.write(`8000 ${v4.dest} ${port}\n8003 ${v4.dest} ${port}\n`)
+  process.kill(victim, 'SIGKILL')
+  process.kill(router.child.pid as number, 'SIGHUP')
+  const fresh = (await router.waitForLog((l) => router.logs.indexOf(l) >= seen && l.event === 'worker-started', 'the replacement')).pid as number
+  const verdict = await router.waitForLog((l) => router.logs.indexOf(l) >= seen && ['reloaded', 'reload-rejected', 'reload-failed'].includes(String(l.event)), 'the reload')
+  t.equal(verdict.event, 'reloaded', `the reload applied: ${String(verdict.msg)}`)
+  const on8003 = await waitFor(async () => {
+    const pids = await listenersOf(topo, 8003)
+    return pids.has(survivor) && pids.has(fresh) ? pids : undefined
+  }, { what: `both workers (${survivor}, ${fresh}) on port 8003`, timeoutMs: 5_000, intervalMs: 50 })
+  t.ok(on8003.has(fresh), `the replacement (pid ${fresh}) listens on the port the reload added`)
+  t.notOk(router.logs.some((l) => l.event === 'reload-failed'), 'no worker failed the configuration')
+})
