@@ -203,7 +203,7 @@ async function main (): Promise<number> {
   await stopSystemServices(say)
 
   const md: string[] = [`## egress-router bench — ${startedAt.toISOString()} (${o.quick ? 'quick: 1 run, short' : `median of ${o.runs} runs`}, ${o.seconds} s per workload)`, '']
-  md.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}. Pinning: ${o.pin ? 'router on CPU 1; wrk, iperf3, the CONNECT shim and the destination on CPU 0' : 'none'}.`)
+  md.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}. Pinning: ${o.pin ? 'router on CPU 1 (the -2w/-2t variants on CPUs 0 and 1); wrk, iperf3, the CONNECT shim and the destination on CPU 0' : 'none'}.`)
   md.push(`Ratios are egress-router ÷ peer (for ms and MiB, lower is better). Descriptor limit ${fdLimit}.`, '')
   for (const g of GROUPS) {
     if (![g.subject, ...g.peers].some((id) => results.has(id))) continue

@@ -140,6 +140,8 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
         const m = fromWorker(raw)
         if (m === null) return
         if (m.t === 'hello') {
+          // a stop sent before its entry module had loaded was lost: it is told again now
+          if (closing) { send(slot, { t: 'stop', drainMs: 0 }); return }
           slot.settings = settings
           send(slot, { t: 'start', settings, listeners, logFormat: opts.logFormat })
         } else if (m.t === 'started') {

@@ -176,3 +176,28 @@ t.test('metrics: the answers of those that answer in time', async t => {
   t.ok(Date.now() - started < 1_000, 'after the metrics deadline, not longer')
   await pool.close(0)
 })
+
+t.test('a worker still loading when the pool closes is told to stop when it says hello, not started', async t => {
+  const forked: FakeWorker[] = []
+  const o = options(() => {
+    const f = new FakeWorker()
+    forked.push(f)
+    if (forked.length <= 2) return obliging(f)
+    // the replacement: silent until the test makes it say hello; stop → exit
+    const send = f.send.bind(f)
+    f.send = (m) => { const ok = send(m); if (m.t === 'stop') setImmediate(() => { f.exit(0) }); return ok }
+    return f
+  })
+  const pool = await startWorkerPool(o)
+  ;(forked[0] as FakeWorker).exit(null, 'SIGKILL')
+  await tick(150)
+  const loading = forked[2] as FakeWorker
+  // its stop, sent while it was loading, is lost (nothing listens yet)
+  loading.connected = true
+  const closed = pool.close(0)
+  loading.sent.length = 0
+  loading.say({ t: 'hello' })
+  await closed
+  t.same(loading.sent.map((m) => m.t), ['stop'], 'hello while closing: stop, not start')
+  t.ok(loading.dead, 'and it exited')
+})
