@@ -9,9 +9,11 @@
  * and a chunk is written on from that buffer; the socket stays paused while such a write is still
  * in flight, so the buffer is never overwritten under a pending write.
  *
- * The buffer adapts to the traffic: a socket starts with a small one (an idle tunnel costs no more
- * than before), moves to a large one when a read fills the small one (bulk data is coming), and back
- * when a read is small again. Large is 256 KiB: four times libuv's own read size, a quarter of the
+ * The buffer adapts to the traffic: a socket starts on the small one, moves to a large one of its own
+ * when a read fills the small one (bulk data is coming), and back when a read is small again. The
+ * small buffer is one for all sockets: libuv reads one socket at a time and the callback copies the
+ * chunk out (at most 4 KiB, from Buffer's pool) before any other socket reads, so an idle tunnel
+ * holds no read buffer at all and a pending write never points into the shared one. Large is 256 KiB: four times libuv's own read size, a quarter of the
  * syscalls per byte (one stream through a forwarder, bench namespaces: 7.3-8.1 Gbit/s at 64 KiB,
  * 9.2-9.8 at 256 KiB). At most LARGE_READ_BUDGET sockets hold one at a time (64 MiB); past that a
  * bulk socket reads 64 KiB at a time.
@@ -30,6 +32,9 @@ export const LARGE_READ_BUDGET = 256
 
 let largeInUse = 0
 
+/** the small buffer every socket reads into until it moves bulk data; never referenced by a write */
+const SHARED_SMALL = Buffer.allocUnsafe(SMALL_READ)
+
 /** How many sockets hold a large buffer now (for tests and diagnostics). */
 export function largeReadsInUse (): number {
   return largeInUse
@@ -41,13 +46,16 @@ export function largeReadsInUse (): number {
  */
 export class ReadSide {
   socket: Socket | null = null
-  /** the buffer the socket's next read goes into */
-  private buf: Buffer = Buffer.allocUnsafe(SMALL_READ)
+  /** the buffer the socket's next read goes into: SHARED_SMALL, or a medium or large one of its own */
+  private buf: Buffer = SHARED_SMALL
   /** length of the last read, for the size decision that follows it */
   private last = 0
-  /** set while bytes from `buf` are still being written somewhere: `buf` must not be read into */
+  /**
+   * set while bytes read are still being written somewhere: a buffer of its own must not be read into
+   * meanwhile (the socket is paused); a chunk from the shared one is a copy, so it needs no such care
+   */
   held = false
-  /** bytes read before a sink was attached (a view into `buf`, which is held meanwhile) */
+  /** bytes read before a sink was attached (a view into `buf`, held meanwhile, or a copy) */
   pending: Buffer | null = null
   private sink: ((chunk: Buffer) => void) | null = null
 
@@ -60,7 +68,8 @@ export class ReadSide {
 
   private read (n: number, buf: Buffer): void {
     this.last = n
-    const chunk = buf.subarray(0, n)
+    // the shared buffer is read into by the next socket that has data: what it holds is copied out
+    const chunk = buf === SHARED_SMALL ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n)
     if (this.sink !== null) { this.sink(chunk); return }
     // Paused below, so nothing is read after this before attach(): one chunk at most.
     this.pending = chunk
@@ -78,7 +87,7 @@ export class ReadSide {
       if (largeInUse < LARGE_READ_BUDGET) { largeInUse += 1; this.buf = Buffer.allocUnsafe(LARGE_READ) } else if (size === SMALL_READ) this.buf = Buffer.allocUnsafe(MEDIUM_READ)
     } else if (size > SMALL_READ && this.last > 0 && this.last < SMALL_READ) {
       if (size === LARGE_READ) largeInUse -= 1
-      this.buf = Buffer.allocUnsafe(SMALL_READ)
+      this.buf = SHARED_SMALL
     }
     return this.buf
   }

@@ -58,3 +58,33 @@ t.test('a side holding bytes for a write keeps its buffer whatever the read size
   t.equal(side.onread.buffer().length, LARGE_READ, 'swapped after a full read once the write is through')
   side.release()
 })
+
+t.test('sockets on the small buffer share one, and every chunk read from it is a copy', async t => {
+  const got: Buffer[] = []
+  const a = new ReadSide()
+  a.attach((chunk) => { got.push(chunk) })
+  const b = new ReadSide()
+  const bufA = a.onread.buffer()
+  const bufB = b.onread.buffer()
+  t.equal(bufA, bufB, 'one small buffer for both: an idle socket holds none of its own')
+  bufA.write('from a', 'latin1')
+  a.onread.callback(6, bufA)
+  // b has no sink yet: its early bytes are kept while a keeps reading into the same memory
+  bufB.write('early b', 'latin1')
+  b.onread.callback(7, bufB)
+  bufA.write('second', 'latin1')
+  a.onread.callback(6, bufA)
+  t.same(got.map((c) => c.toString('latin1')), ['from a', 'second'], 'a\'s chunks are intact after the buffer was read into again')
+  const early = b.attach(() => {})
+  t.equal(early?.toString('latin1'), 'early b', 'b\'s early bytes are intact too')
+  t.ok([...got, early as Buffer].every((c) => c.buffer !== bufA.buffer), 'no chunk is a view of the shared buffer')
+})
+
+t.test('a side back from a large buffer returns to the shared small one', async t => {
+  const side = attached()
+  const small = side.onread.buffer()
+  reads(side, [SMALL_READ])
+  t.equal(side.onread.buffer().length, LARGE_READ)
+  reads(side, [10])
+  t.equal(side.onread.buffer(), small, 'the shared one, not a new small buffer')
+})
