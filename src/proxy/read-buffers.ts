@@ -13,9 +13,9 @@
  * when a read fills the small one (bulk data is coming), and back when a read is small again. The
  * small buffer is one for all sockets: libuv reads one socket at a time and the callback copies the
  * chunk out (at most 4 KiB, from Buffer's pool) before any other socket reads, so an idle tunnel
- * holds no read buffer at all and a pending write never points into the shared one. Large is 256 KiB: four times libuv's own read size, a quarter of the
- * syscalls per byte (one stream through a forwarder, bench namespaces: 7.3-8.1 Gbit/s at 64 KiB,
- * 9.2-9.8 at 256 KiB). At most LARGE_READ_BUDGET sockets hold one at a time (64 MiB); past that a
+ * holds no read buffer at all and a pending write never points into the shared one. Large is
+ * 256 KiB: four times libuv's own read size, a quarter of the syscalls per byte (one stream through a
+ * forwarder, bench namespaces: 7.3-8.1 Gbit/s at 64 KiB, 9.2-9.8 at 256 KiB). At most LARGE_READ_BUDGET sockets hold one at a time (64 MiB); past that a
  * bulk socket reads 64 KiB at a time.
  */
 import net from 'node:net'
