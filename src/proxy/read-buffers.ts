@@ -5,18 +5,19 @@
  * A plain net.Socket allocates a new ArrayBuffer for every read, wraps it in a Buffer, and leaves it
  * to the garbage collector once written on; at several gigabits a second that is the relay's largest
  * cost after the syscalls themselves (measured in the bench's namespaces: 4.1-4.3 → 6.2-7.3 Gbit/s
- * for one stream through the same forwarder). Here each socket reads into one buffer of its own,
- * and a chunk is written on from that buffer; the socket stays paused while such a write is still
- * in flight, so the buffer is never overwritten under a pending write.
+ * for one stream through the same forwarder). Here a socket reads into a buffer the relay owns,
+ * and a chunk is written on from it without a copy; the socket stays paused while such a write is
+ * still in flight, so the buffer is never overwritten under a pending write.
  *
- * The buffer adapts to the traffic: a socket starts on the small one, moves to a large one of its own
+ * The buffer adapts to the traffic. A socket starts on the small one, moves to a large one of its own
  * when a read fills the small one (bulk data is coming), and back when a read is small again. The
  * small buffer is one for all sockets: libuv reads one socket at a time and the callback copies the
  * chunk out (at most 4 KiB, from Buffer's pool) before any other socket reads, so an idle tunnel
  * holds no read buffer at all and a pending write never points into the shared one. Large is
- * 256 KiB: four times libuv's own read size, a quarter of the syscalls per byte (one stream through a
- * forwarder, bench namespaces: 7.3-8.1 Gbit/s at 64 KiB, 9.2-9.8 at 256 KiB). At most LARGE_READ_BUDGET sockets hold one at a time (64 MiB); past that a
- * bulk socket reads 64 KiB at a time.
+ * 256 KiB: four times libuv's own read size, a quarter of the syscalls per byte (one stream through
+ * a forwarder, bench namespaces: 7.3-8.1 Gbit/s at 64 KiB, 9.2-9.8 at 256 KiB). At most
+ * LARGE_READ_BUDGET sockets hold one at a time (64 MiB); past that a bulk socket reads 64 KiB at a
+ * time.
  */
 import net from 'node:net'
 import type { NetConnectOpts, Socket } from 'node:net'
