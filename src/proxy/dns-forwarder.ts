@@ -467,8 +467,9 @@ export function createDnsForwarder (deps: DnsForwarderDeps): DnsForwarder {
   const listen = async (): Promise<AddressInfo> => {
     if (server !== null) throw new Error(`forward line ${forward.line}: listen() called twice`)
     // pauseOnConnect: nothing is read before adoptAccepted moves the connection onto a socket that
-    // reads into relay-owned buffers (read-buffers.ts).
-    const srv = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, accepted => { onConnection(adoptAccepted(accepted)) })
+    // reads into relay-owned buffers (read-buffers.ts). No noDelay here: it would set TCP_NODELAY on
+    // the accepted socket object, and pipe() sets it again on the adopted one (the same descriptor).
+    const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, accepted => { onConnection(adoptAccepted(accepted)) })
     server = srv
     try {
       await new Promise<void>((resolve, reject) => {
