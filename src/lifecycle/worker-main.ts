@@ -15,6 +15,7 @@ import { formatIssue } from '../errors.js'
 import { Readiness } from '../observe/health.js'
 import { createLogger } from '../observe/log.js'
 import { createMetrics } from '../observe/metrics.js'
+import { runMirrors } from '../observe/mirrors.js'
 import type { Resolver } from '../dns/resolver.js'
 import { openResolver, startModeServers, type ModeServers } from './mode-servers.js'
 import type { FromWorker, ToWorker } from './worker-protocol.js'
@@ -89,9 +90,7 @@ process.on('message', (raw: ToWorker) => {
   } else if (raw.t === 'update') {
     void update(raw.settings).then((error) => { tell({ t: 'updated', id: raw.id, error }) })
   } else if (raw.t === 'metrics') {
-    for (const sync of metrics.beforeScrape) {
-      try { sync() } catch { /* a mirror that fails keeps its last values */ }
-    }
+    runMirrors(metrics.beforeScrape)
     metrics.registry.getMetricsAsJSON().then((m) => { tell({ t: 'metrics', id: raw.id, metrics: m }) }, () => { tell({ t: 'metrics', id: raw.id, metrics: [] }) })
   } else if (raw.t === 'stop') {
     void stop(raw.drainMs, 'asked by the primary')

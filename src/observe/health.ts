@@ -5,6 +5,7 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Metrics } from './metrics.js'
+import { runMirrors } from './mirrors.js'
 
 /** Named readiness checks; /readyz is ok only when every registered check is ok. */
 export class Readiness {
@@ -63,9 +64,7 @@ export function createHealthServer (opts: { readiness: Readiness, metrics: Metri
       const body = JSON.stringify({ ready, checks: opts.readiness.report() }) + '\n'
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(body)
     } else if (path === '/metrics') {
-      for (const sync of opts.metrics.beforeScrape) {
-        try { sync() } catch { /* a mirror that fails keeps its last values; the scrape goes on */ }
-      }
+      runMirrors(opts.metrics.beforeScrape)
       scrape().then((text) => {
         res.writeHead(200, { 'content-type': opts.metrics.registry.contentType }).end(text)
       }, (err: Error) => {

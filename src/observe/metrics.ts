@@ -3,6 +3,7 @@
  * Label values are bounded: mode, forward port, outcome, rule line — never client addresses.
  */
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import { runMirrors } from './mirrors.js'
 
 export type Outcome = 'ok' | 'denied' | 'refused' | 'timeout' | 'unresolved' | 'error' | 'bad-request' | 'aborted'
 
@@ -43,11 +44,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
   const beforeScrape = new Set<() => void>()
   // Reading a connection metric (a scrape, or get() in a test) first brings the counts the proxies keep
   // in plain numbers on their hot paths (src/proxy/connection-counters.ts) into prom-client.
-  const collect = (): void => {
-    for (const sync of beforeScrape) {
-      try { sync() } catch { /* a mirror that fails keeps its last values; the read goes on */ }
-    }
-  }
+  const collect = (): void => { runMirrors(beforeScrape) }
   return {
     registry,
     connectionsTotal: new Counter({ name: 'egress_router_connections_total', help: 'Connections accepted', labelNames: ['mode', 'listener'], registers: r, collect }),
