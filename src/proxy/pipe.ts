@@ -10,8 +10,8 @@
  *   mistakes a broken relay for a clean end of stream.
  * - No Transform streams and no per-chunk allocations: chunks go from one socket to the other as
  *   read, bytes are counted from `chunk.length`. A socket made by read-buffers.ts (connectOwned,
- *   adoptAccepted) reads into a buffer of its own, written on without a copy; other sockets are
- *   read through their 'data' events.
+ *   adoptAccepted) reads into relay-owned buffers (bulk chunks written on without a copy, small ones
+ *   copied out of the shared small buffer); other sockets are read through their 'data' events.
  */
 import type { Socket } from 'node:net'
 import { readSideOf } from './read-buffers.js'
@@ -124,8 +124,8 @@ export function pipe (a: Socket, b: Socket, opts: PipeOptions = {}): Promise<Pip
         // (pauseOnConnect) or paused by its owner before the relay must be resumed here.
         src.resume()
       } else {
-        // src reads into its own buffer (read-buffers.ts): a chunk is a view of it, so src stays
-        // paused until a write that did not finish at once has been flushed.
+        // src reads into relay-owned buffers (read-buffers.ts): a bulk chunk is a view of src's own
+        // buffer, so src stays paused until a write that did not finish at once has been flushed.
         const flushed = (): void => {
           if (side.held && dst.writableLength === 0) { side.held = false; src.resume() }
         }
