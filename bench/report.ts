@@ -183,6 +183,11 @@ export interface Group {
 const TRAFFIC = ['tcp1', 'tcp4', 'connPerSec', 'closeP50', 'closeP99', 'reqPerSec', 'kaP50', 'kaP99']
 const MEMORY = ['rssIdle', 'rss100', 'rss1k', 'rss10k', 'kibPerConn1k', 'kibPerConn10k', 'cpuUsPerConn1k', 'cpuUsPerConn10k']
 
+/** The dns-proxy targets, against haproxy on as many cores as the forwarder: throughput and new connections/s ≥ 1×. */
+function forwarderTargets (peer: string): Target[] {
+  return (['tcp1', 'tcp4', 'connPerSec'] as const).map((metric) => ({ metric, kind: 'ratio-min', value: 1.0, peer }))
+}
+
 export const GROUPS: readonly Group[] = [
   {
     id: 'redirect',
@@ -216,11 +221,7 @@ export const GROUPS: readonly Group[] = [
     subject: 'dns-proxy',
     peers: ['haproxy', 'socat'],
     metrics: [...TRAFFIC, ...MEMORY, 'readyMs'],
-    targets: [
-      { metric: 'tcp1', kind: 'ratio-min', value: 1.0, peer: 'haproxy' },
-      { metric: 'tcp4', kind: 'ratio-min', value: 1.0, peer: 'haproxy' },
-      { metric: 'connPerSec', kind: 'ratio-min', value: 1.0, peer: 'haproxy' }
-    ]
+    targets: forwarderTargets('haproxy')
   },
   {
     // both cores to the router (CPU 0 shared with the load): EGRESS_WORKERS=2 against two haproxy threads
@@ -228,11 +229,7 @@ export const GROUPS: readonly Group[] = [
     subject: 'dns-proxy-2w',
     peers: ['haproxy-2t'],
     metrics: [...TRAFFIC, 'rssIdle', 'rss1k', 'readyMs'],
-    targets: [
-      { metric: 'tcp1', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' },
-      { metric: 'tcp4', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' },
-      { metric: 'connPerSec', kind: 'ratio-min', value: 1.0, peer: 'haproxy-2t' }
-    ]
+    targets: forwarderTargets('haproxy-2t')
   },
   {
     // EGRESS_WORKERS=2 on both cores against the one-core run of http-proxy (squid -N is one process):
