@@ -129,29 +129,19 @@ for (const owned of [false, true]) {
     t.equal(r.down, 6)
   })
 
-  t.test('a reset from the client resets the server side', async t => {
-    const h = await harness(t, {}, undefined, owned)
-    const serverEnd = endState(h.server)
-    h.client.write('x')
-    await until(() => h.server.bytesRead > 0, 'first byte at the server')
-    h.client.resetAndDestroy()
-    t.equal(await serverEnd, 'ECONNRESET')
-    const r = await h.result
-    t.equal(r.outcome, 'error')
-    t.equal(r.errorSide, 'a')
-  })
-
-  t.test('a reset from the server resets the client side', async t => {
-    const h = await harness(t, {}, undefined, owned)
-    const clientEnd = endState(h.client)
-    h.server.write('y')
-    await until(() => h.client.bytesRead > 0, 'first byte at the client')
-    h.server.resetAndDestroy()
-    t.equal(await clientEnd, 'ECONNRESET')
-    const r = await h.result
-    t.equal(r.outcome, 'error')
-    t.equal(r.errorSide, 'b')
-  })
+  for (const [from, to, side] of [['client', 'server', 'a'], ['server', 'client', 'b']] as const) {
+    t.test(`a reset from the ${from} resets the ${to} side`, async t => {
+      const h = await harness(t, {}, undefined, owned)
+      const otherEnd = endState(h[to])
+      h[from].write('x')
+      await until(() => h[to].bytesRead > 0, `first byte at the ${to}`)
+      h[from].resetAndDestroy()
+      t.equal(await otherEnd, 'ECONNRESET')
+      const r = await h.result
+      t.equal(r.outcome, 'error')
+      t.equal(r.errorSide, side)
+    })
+  }
 
   t.test('an idle relay is reset after idleTimeoutMs, on both sides', async t => {
     const h = await harness(t, { idleTimeoutMs: 100 }, undefined, owned)
