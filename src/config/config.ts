@@ -13,7 +13,7 @@ import { parseDuration } from './duration.js'
 import { VARIABLES } from './env.js'
 import { parseHttpAcl } from './http-acl.js'
 import type {
-  Cidr, Config, DnsProxyConfig, Family, HttpProxyConfig, IpAddress, LogLevel, MacSetting, MacvlanMode, Mode,
+  Cidr, Config, DnsForwarding, DnsProxyConfig, Family, HttpProxyConfig, IpAddress, LogLevel, MacSetting, MacvlanMode, Mode,
   ModeName, RawSettings, RedirectConfig, Routing, SourceAddress
 } from './types.js'
 
@@ -260,6 +260,10 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
   const clientNets = clients(raw, issues)
   const accessLog = oneOf(raw, issues, 'EGRESS_HTTP_PROXY_ACCESS_LOG', ['on', 'off'], 'on') === 'on'
   const workerCount = workers(raw, issues, modeName, mode)
+  const dnsForwarding = oneOf<DnsForwarding>(raw, issues, 'EGRESS_DNS_PROXY_FORWARDING', ['proxy', 'kernel'], 'proxy')
+  if (dnsForwarding === 'kernel' && mode !== null && mode !== 'dns-proxy') {
+    issues.add('EGRESS_DNS_PROXY_FORWARDING', 'kernel', `applies to dns-proxy mode only; ${modeName ?? mode} mode has no dns-proxy forwards`)
+  }
   const drainTimeoutMs = duration(raw, issues, 'EGRESS_DRAIN_TIMEOUT', 25_000)
   const minTtlMs = duration(raw, issues, 'EGRESS_DNS_MIN_TTL', 2_000)
   const maxTtlMs = duration(raw, issues, 'EGRESS_DNS_MAX_TTL', 300_000)
@@ -298,7 +302,7 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
     if (text !== null) {
       const parsed = parseDnsForwards(text, { family })
       if (parsed.ok) {
-        dnsProxy = { forwards: parsed.value }
+        dnsProxy = { forwards: parsed.value, forwarding: dnsForwarding }
         const clash = parsed.value.find(f => healthAddr !== null && f.port === healthAddr.port)
         if (clash !== undefined) {
           issues.add('EGRESS_DNS_PROXY_DESTINATION', text.split('\n')[clash.line - 1]!.trim(), `port ${clash.port} is also the port of EGRESS_HEALTH_ADDRESS`, clash.line)

@@ -10,7 +10,7 @@
  */
 import { parseHostname, parseIp, parsePort } from './addr.js'
 import { type GrammarResult, ruleLines, targetProblem } from './destination.js'
-import type { DnsForward, Family, ForwardTarget } from './types.js'
+import type { DnsForward, DnsProxyConfig, Family, ForwardTarget, PortRedirect, RedirectConfig } from './types.js'
 
 export interface DnsForwardOptions {
   /** the family of EGRESS_SOURCE; address targets of the other family cannot be reached */
@@ -70,4 +70,30 @@ export function parseDnsForwards (value: string, options: DnsForwardOptions): Gr
   issues.sort((a, b) => a.line - b.line)
   if (issues.length > 0) return { ok: false, issues }
   return { ok: true, value: forwards }
+}
+
+/** Relayed by the kernel: a forward to an IP address while EGRESS_DNS_PROXY_FORWARDING=kernel. */
+function inKernel (dns: DnsProxyConfig, f: DnsForward): boolean {
+  return dns.forwarding === 'kernel' && f.target.kind === 'ip'
+}
+
+/** The forwards the process accepts and relays: all of them, or under `kernel` forwarding the host names only. */
+export function proxiedForwards (dns: DnsProxyConfig | null): readonly DnsForward[] {
+  if (dns === null) return []
+  return dns.forwarding === 'proxy' ? dns.forwards : dns.forwards.filter(f => !inKernel(dns, f))
+}
+
+/**
+ * The forwards the kernel relays under `kernel` forwarding, as the redirect rules they become: tcp, DNAT to the
+ * address and target port (no fallback). Empty otherwise.
+ */
+export function kernelForwards (dns: DnsProxyConfig | null): RedirectConfig {
+  const rules: PortRedirect[] = []
+  if (dns !== null) {
+    for (const f of dns.forwards) {
+      if (!inKernel(dns, f) || f.target.kind !== 'ip') continue
+      rules.push({ kind: 'port', line: f.line, protocol: 'tcp', port: f.port, target: f.target.address, targetPort: f.targetPort, targetPortGiven: f.targetPort !== f.port })
+    }
+  }
+  return { rules, fallback: null }
 }

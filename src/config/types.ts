@@ -101,8 +101,17 @@ export interface DnsForward {
   readonly targetPort: number
 }
 
+/**
+ * EGRESS_DNS_PROXY_FORWARDING: who relays a forward whose target is an IP address. `proxy` (the
+ * default, as the OpenShift image's haproxy): the process accepts and connects. `kernel`: a DNAT rule,
+ * as in redirect mode, and no process in the data path. Host-name targets are always the process's.
+ */
+export type DnsForwarding = 'proxy' | 'kernel'
+
 export interface DnsProxyConfig {
+  /** every line of EGRESS_DNS_PROXY_DESTINATION, in order */
   readonly forwards: readonly DnsForward[]
+  readonly forwarding: DnsForwarding
 }
 
 // ---- the whole ---------------------------------------------------------------------------------

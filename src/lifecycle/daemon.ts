@@ -24,6 +24,7 @@ import { createLogger, type LogFormat } from '../observe/log.js'
 import type { Metrics } from '../observe/metrics.js'
 import { notify, readyState, reloadingState, stoppingState } from '../observe/sd-notify.js'
 import { FWMARK } from '../plan/marks.js'
+import { relaysInKernel } from '../plan/kernel-nat.js'
 import { nftPlan } from '../plan/nft-script.js'
 import { buildPlan } from '../plan/plan.js'
 import type { Plan } from '../plan/types.js'
@@ -237,6 +238,15 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     return 0
   }
 
+  // Kernel-relayed connections (redirect modes; dns-proxy forwards in the kernel). In pod routing the rules outlive
+  // the process, and so do the flows. In host routing stop removes the rules: let the flows finish first
+  // (see redirect-drain.ts). Not while rolling back a failed start: nothing was relayed yet.
+  const drainKernel = async (): Promise<void> => {
+    if (rollingBack || config.routing !== 'host' || plan === null || !relaysInKernel(config)) return
+    const p = plan as Plan
+    await drainRedirect({ family: p.nft.family, table: p.nft.table, nft, logger, timeoutMs: config.drainTimeoutMs })
+  }
+
   let resolver: Resolver | null = null
   if ((config.mode === 'http-proxy' || config.mode === 'dns-proxy') && workers > 1) {
     life.append({
@@ -250,7 +260,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         logger.info({ event: 'listening', workers, pids: started.pids() }, `${workers} workers serving`)
         servers = { update: async (_next, settings) => { await started.update(settings) }, close: async (drainMs) => { await started.close(drainMs) } }
       },
-      stop: async () => { await servers?.close(config.drainTimeoutMs) }
+      stop: async () => { await Promise.all([servers?.close(config.drainTimeoutMs), drainKernel()]) }
     })
   } else if (config.mode === 'http-proxy' || config.mode === 'dns-proxy') {
     life.append({
@@ -268,19 +278,13 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         const { startModeServers } = await import('./mode-servers.js')
         servers = await startModeServers({ config, listeners: (plan as Plan).listeners, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
       },
-      stop: async () => { await servers?.close(config.drainTimeoutMs) }
+      stop: async () => { await Promise.all([servers?.close(config.drainTimeoutMs), drainKernel()]) }
     })
   } else {
     life.append({
       name: 'listeners',
       start: () => { readiness.set('listeners', true, 'redirect mode has none') },
-      // Redirected connections are kernel NAT. In pod routing the rules outlive the process, and so do the flows.
-      // In host routing stop removes the rules: let the flows finish first (see redirect-drain.ts).
-      stop: async () => {
-        if (rollingBack || config.routing !== 'host' || plan === null) return
-        const p = plan as Plan
-        await drainRedirect({ family: p.nft.family, table: p.nft.table, nft, logger, timeoutMs: config.drainTimeoutMs })
-      }
+      stop: drainKernel
     })
   }
 
@@ -376,6 +380,8 @@ async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logg
   // only the destinations changed: the network stays exactly as set up
   const plan: Plan = { ...fresh, network: old.network }
   const hash = await reconciler.applyRules(plan)
+  // Redirect mode only: a dns-proxy forward in the kernel keeps its established connections on reload, as a proxied
+  // one does (their conntrack entries hold their DNAT; all of them are TCP, whose flows end on their own).
   if (config.redirect !== null && next.redirect !== null) {
     const deleted = await deleteStaleConntrack(config.redirect, next.redirect, logger)
     logger.info({ event: 'conntrack', deleted }, 'stale conntrack entries deleted')

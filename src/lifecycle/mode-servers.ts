@@ -4,7 +4,9 @@
  * names, whether the names resolved. DNS client statistics are mirrored into the metrics.
  */
 import { readFileSync } from 'node:fs'
+import { networkInterfaces } from 'node:os'
 import type { Logger } from 'pino'
+import { kernelForwards, proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import type { Readiness } from '../observe/health.js'
@@ -20,6 +22,17 @@ export interface ModeServers {
 }
 
 const READY_POLL_MS = 1000
+
+/**
+ * The pod interface's addresses of EGRESS_SOURCE's family, as the plan's facts take them (no IPv6 link-local), read
+ * from the process's own network namespace: for a dns-proxy whose plan has no forward listener to take them from.
+ */
+function podHosts (config: Config): string[] {
+  const family = config.source.family === 6 ? 'IPv6' : 'IPv4'
+  return (networkInterfaces()[config.podInterface] ?? [])
+    .filter((a) => a.family === family && !a.address.toLowerCase().startsWith('fe80:'))
+    .map((a) => a.address)
+}
 
 /** The proxy modes' DNS client, from /etc/resolv.conf and the EGRESS_DNS_* clamps. */
 export async function openResolver (config: Config, logger: Logger): Promise<Resolver> {
@@ -81,10 +94,14 @@ export async function startModeServers (deps: { config: Config, listeners: reado
 
   if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
     const { createDnsProxy } = await import('../proxy/dns-forwarder.js')
-    const hosts = [...new Set(listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
+    const forwards = proxiedForwards(config.dnsProxy)
+    // Every forward in the kernel (EGRESS_DNS_PROXY_FORWARDING=kernel, IP targets only): no listener now, but the
+    // pod side's addresses are known so that a reload adding a host name can open its listeners.
+    const planned = [...new Set(listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
+    const hosts = planned.length > 0 || forwards.length > 0 ? planned : podHosts(config)
     if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
     const proxies: DnsProxy[] = hosts.map((host) => createDnsProxy({
-      forwards: config.dnsProxy?.forwards ?? [],
+      forwards,
       listenHost: host,
       sourceAddress: source,
       resolver,
@@ -92,9 +109,12 @@ export async function startModeServers (deps: { config: Config, listeners: reado
       metrics
     }))
     for (const p of proxies) await p.listen()
-    for (const f of config.dnsProxy.forwards) {
+    for (const f of forwards) {
       const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
       logger.info({ event: 'listening', kind: 'dns-forward', hosts, port: f.port, target, targetPort: f.targetPort }, `forwarding port ${f.port} to ${target}:${f.targetPort}`)
+    }
+    for (const r of kernelForwards(config.dnsProxy).rules) {
+      logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
     }
     readiness.set('listeners', true)
     // names resolved: a forward to a name that does not resolve keeps readiness false
@@ -109,7 +129,7 @@ export async function startModeServers (deps: { config: Config, listeners: reado
     return {
       update: async (next) => {
         if (next.dnsProxy === null) return
-        for (const p of proxies) await p.update(next.dnsProxy.forwards)
+        for (const p of proxies) await p.update(proxiedForwards(next.dnsProxy))
         poll()
       },
       close: async (drainMs) => {

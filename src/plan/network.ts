@@ -12,6 +12,7 @@
 import { cidrContains, networkAddress } from '../config/addr.js'
 import type { Cidr, Config, IpAddress } from '../config/types.js'
 import { stableMac } from '../netlink/mac.js'
+import { relaysInKernel } from './kernel-nat.js'
 import { FWMARK, ROUTE_TABLE, RULE_PRIORITY_FROM, RULE_PRIORITY_MARK } from './marks.js'
 import type { HostFacts, NetworkPlan, RoutePlan, RulePlan, SysctlPlan } from './types.js'
 
@@ -64,7 +65,7 @@ export function planNetwork (config: Config, facts: HostFacts): NetworkPlan {
     // IPv6 main table: host routing promises to leave the main tables alone.
     sysctls.push({ path: `net/ipv6/conf/${link}/disable_ipv6`, value: '1', why: 'no IPv6 link-local route in the host\'s main table', optional: true })
   }
-  if (config.mode === 'init' || config.mode === 'redirect') {
+  if (relaysInKernel(config)) {
     if (family === 4) {
       // IPv4 forwarding is decided per input interface (IN_DEV_FORWARD): no need to turn the whole host into a router.
       sysctls.push({ path: `net/ipv4/conf/${config.podInterface}/forwarding`, value: '1', why: 'forward what clients send on the pod interface' })
@@ -91,7 +92,7 @@ export function planNetwork (config: Config, facts: HostFacts): NetworkPlan {
   routes.push({ family, table, dst: null, via: gateway, dev: link, src: source, why: host ? 'default via the gateway, for EGRESS_SOURCE and marked connections' : 'default via the gateway on the macvlan' })
   if (host) {
     rules.push({ family, priority: RULE_PRIORITY_FROM, from: hostCidr(source), fwmark: null, table: ROUTE_TABLE, why: 'traffic from EGRESS_SOURCE (proxies bind to it) uses our table' })
-    if (config.mode === 'init' || config.mode === 'redirect') {
+    if (relaysInKernel(config)) {
       rules.push({ family, priority: RULE_PRIORITY_MARK, from: null, fwmark: FWMARK, table: ROUTE_TABLE, why: 'redirected connections (marked by the NAT rules) use our table' })
     }
   }

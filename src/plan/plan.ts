@@ -2,6 +2,7 @@
  * buildPlan: Config + host facts → the whole desired state (pure). formatPlan prints it for a human; the
  * nft script in it is byte-for-byte what apply pipes to `nft -f -`.
  */
+import { proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
 import { nftPlan } from './nft-script.js'
 import { planNetwork } from './network.js'
@@ -17,8 +18,9 @@ export function planListeners (config: Config, facts: HostFacts): ListenerPlan[]
   if (config.httpProxy !== null) {
     for (const host of listenerHosts(facts)) listeners.push({ kind: 'http-proxy', host, port: config.httpProxy.port })
   }
+  // Forwards the kernel relays (EGRESS_DNS_PROXY_FORWARDING=kernel) are DNAT rules in the nft plan, not listeners.
   if (config.dnsProxy !== null) {
-    for (const f of config.dnsProxy.forwards) {
+    for (const f of proxiedForwards(config.dnsProxy)) {
       const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
       for (const host of listenerHosts(facts)) {
         listeners.push({ kind: 'dns-forward', host, port: f.port, target, targetPort: f.targetPort, line: f.line })

@@ -4,7 +4,8 @@
  *
  * What the rules do (one table, `ip` or `ip6` after the family of EGRESS_SOURCE):
  *
- * - redirect modes (init / redirect): connections arriving on EGRESS_POD_INTERFACE for an address of the router
+ * - redirect modes (init / redirect), and dns-proxy forwards to IP addresses under EGRESS_DNS_PROXY_FORWARDING=kernel
+ *   (kernel-nat.ts; as tcp lines without a fallback, and without the refusal below): connections arriving on EGRESS_POD_INTERFACE for an address of the router
  *   itself are DNATed per EGRESS_DESTINATION line; the fallback line takes every other port and protocol.
  *   Only traffic addressed to the router (`fib daddr type local`) is redirected, so traffic merely routed
  *   through the pod interface (host routing) is left alone.
@@ -26,6 +27,7 @@
  *   Replies are not marked: they must follow the main table back to the client.
  */
 import type { Config, IpAddress, Protocol } from '../config/types.js'
+import { kernelNat } from './kernel-nat.js'
 import { FWMARK, NFT_TABLE, ROUTE_TABLE } from './marks.js'
 
 export { FWMARK, ROUTE_TABLE }
@@ -132,21 +134,23 @@ export function buildRuleset (config: Config, opts: { readonly macvlan: string }
   const lan = opts.macvlan
   const pod = config.podInterface
   const host = config.routing === 'host'
-  const redirect = (config.mode === 'init' || config.mode === 'redirect' || config.mode === 'unit-test') ? config.redirect : null
+  const nat = kernelNat(config)
+  // the redirect modes' own rules; dns-proxy forwards in the kernel have DNAT rules, not these
+  const redirect = nat?.variable === 'EGRESS_DESTINATION' ? nat.redirect : null
   const health = config.health
 
   const chains: Chain[] = []
 
-  // ---- redirect: DNAT what the pod side sends to the router -----------------------------------------------
-  if (redirect !== null) {
+  // ---- DNAT what the pod side sends to the router (redirect modes; dns-proxy forwards in the kernel) ---------
+  if (nat !== null) {
     const toRouter: Match[] = [{ kind: 'iifname', name: pod }, { kind: 'local-destination' }]
     const mark: Effect[] = host ? [{ kind: 'set-ct-mark', mark: FWMARK }] : []
-    const rules: Rule[] = redirect.rules.map(r => rule(
+    const rules: Rule[] = nat.redirect.rules.map(r => rule(
       [...toRouter, { kind: 'dport', protocol: r.protocol, port: r.port }],
       { kind: 'dnat', to: r.target, port: r.targetPort },
-      `EGRESS_DESTINATION line ${r.line}: ${r.port} ${r.protocol}`,
+      `${nat.variable} line ${r.line}: ${r.port} ${r.protocol}`,
       { effects: mark, counter: true }))
-    if (redirect.fallback !== null) {
+    if (redirect !== null && redirect.fallback !== null) {
       if (health !== null) {
         rules.push(rule([...toRouter, { kind: 'dport', protocol: 'tcp', port: health.port }], { kind: 'accept' },
           'health probes reach the router itself'))
@@ -205,7 +209,7 @@ export function buildRuleset (config: Config, opts: { readonly macvlan: string }
       // Fail closed: a redirected connection leaves from EGRESS_SOURCE or not at all. Without this, a missing
       // macvlan or route (before setup, or while someone deletes it) would send clients' traffic out another
       // link with their own source address.
-      ...(redirect === null
+      ...(nat === null
         ? []
         : [rule([{ kind: 'ct-direction', direction: 'original' }, { kind: 'ct-status-dnat' }, { kind: 'not-oifname', name: lan }],
             { kind: 'drop' }, 'redirected traffic leaves only through the macvlan', { counter: true })])

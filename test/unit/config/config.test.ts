@@ -1,6 +1,7 @@
 import t from 'tap'
 import { formatIssue } from '../../../src/errors.js'
 import { parseConfig, resolveWorkers } from '../../../src/config/config.js'
+import { kernelForwards, proxiedForwards } from '../../../src/config/dns-forwards.js'
 import type { Config, RawSettings } from '../../../src/config/types.js'
 
 const BASE = { EGRESS_SOURCE: '192.0.2.99', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DESTINATION: '10.1.2.3' }
@@ -166,6 +167,30 @@ t.test('EGRESS_WORKERS: 1 by default, a number or auto in the proxy modes, resol
   t.equal(resolveWorkers(config({ ...dns, EGRESS_WORKERS: 'auto' }), 200), 64, 'capped at 64')
   t.equal(resolveWorkers(config({ ...http, EGRESS_WORKERS: '3' }), 1), 3, 'a number is taken as given')
   t.equal(resolveWorkers(config({ ...BASE, EGRESS_WORKERS: 'auto' }), 8), 1, 'redirect mode: none')
+})
+
+t.test('EGRESS_DNS_PROXY_FORWARDING: proxy by default, kernel in dns-proxy mode only; the split of the forwards', async t => {
+  const dns = { ...BASE, EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_DNS_PROXY_DESTINATION: '53 192.0.2.53\n8443 db.example.com 443\n8080 203.0.113.11 80' }
+  t.equal(config(dns).dnsProxy?.forwarding, 'proxy')
+  t.equal(config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: '' }).dnsProxy?.forwarding, 'proxy', 'empty is the default')
+  t.equal(config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }).dnsProxy?.forwarding, 'kernel')
+  for (const text of ['Kernel', 'dnat', 'on', ' kernel']) {
+    t.same(errors({ ...dns, EGRESS_DNS_PROXY_FORWARDING: text }), [`EGRESS_DNS_PROXY_FORWARDING: '${text}': must be one of proxy, kernel`], text)
+  }
+  t.same(errors({ ...BASE, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), ["EGRESS_DNS_PROXY_FORWARDING: 'kernel': applies to dns-proxy mode only; legacy mode has no dns-proxy forwards"])
+  t.same(errors({ ...BASE, EGRESS_ROUTER_MODE: 'http-proxy', EGRESS_HTTP_PROXY_DESTINATION: '*', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }),
+    ["EGRESS_DNS_PROXY_FORWARDING: 'kernel': applies to dns-proxy mode only; http-proxy mode has no dns-proxy forwards"])
+  t.equal(config({ ...BASE, EGRESS_DNS_PROXY_FORWARDING: 'proxy' }).dnsProxy, null, 'proxy is harmless in the other modes')
+
+  const proxy = config(dns).dnsProxy
+  t.same(proxiedForwards(proxy).map(f => f.line), [1, 2, 3], 'proxy: the process relays every forward')
+  t.same(kernelForwards(proxy), { rules: [], fallback: null }, 'and the kernel none')
+  const kernel = config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }).dnsProxy
+  t.same(proxiedForwards(kernel).map(f => f.line), [2], 'kernel: the process relays the host names')
+  t.same(kernelForwards(kernel).rules.map(r => [r.line, r.protocol, r.port, r.target.address, r.targetPort, r.targetPortGiven]),
+    [[1, 'tcp', 53, '192.0.2.53', 53, false], [3, 'tcp', 8080, '203.0.113.11', 80, true]], 'and the kernel the IP addresses, as tcp redirect lines')
+  t.same(proxiedForwards(null), [])
+  t.same(kernelForwards(null).rules, [])
 })
 
 t.test('http-proxy settings: port, CONNECT ports, access log, clients', async t => {

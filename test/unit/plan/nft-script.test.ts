@@ -3,7 +3,7 @@
  * configurations (knftables fake_test.go style), and — as root — proof that the kernel accepts each of them.
  */
 import t from 'tap'
-import type { Config, FallbackRedirect, PortRedirect } from '../../../src/config/types.js'
+import type { Config, DnsForward, FallbackRedirect, PortRedirect } from '../../../src/config/types.js'
 import { nftPlan, renderNftScript } from '../../../src/plan/nft-script.js'
 import { ALL_CHAINS, buildRuleset, FWMARK, OWNER_COMMENT, ROUTE_TABLE, TABLE } from '../../../src/plan/ruleset.js'
 import * as marks from '../../../src/plan/marks.js'
@@ -19,6 +19,14 @@ function port (line: number, protocol: 'tcp' | 'udp', p: number, address: string
 
 function fallback (line: number, address: string): FallbackRedirect {
   return { kind: 'fallback', line, target: { address, family: family(address) } }
+}
+
+function ipForward (line: number, p: number, address: string, targetPort = p): DnsForward {
+  return { line, port: p, target: { kind: 'ip', address: { address, family: family(address) } }, targetPort }
+}
+
+function nameForward (line: number, p: number, name: string, targetPort = p): DnsForward {
+  return { line, port: p, target: { kind: 'name', name }, targetPort }
 }
 
 function config (o: Partial<Config> = {}): Config {
@@ -140,7 +148,7 @@ add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192
 `.slice(1)
   },
   dnsProxy: {
-    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwards: [] } }),
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwards: [], forwarding: 'proxy' } }),
     title: 'dns-proxy: the same shape as http-proxy',
     script: `
 add table ip egress_router { comment "managed by egress-router"; }
@@ -158,6 +166,54 @@ add rule ip egress_router filter_forward iifname "macvlan0" ct state established
 add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
 add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
 `.slice(1)
+  },
+  dnsProxyKernel: {
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [ipForward(1, 5432, '203.0.113.10'), nameForward(2, 8443, 'svc.example.com'), ipForward(3, 8080, '203.0.113.11', 80)] } }),
+    title: 'dns-proxy with kernel forwarding: the IP forwards are DNAT rules (tcp, no fallback, no refusal of other ports), names are not',
+    script: `
+add table ip egress_router { comment "managed by egress-router"; }
+flush table ip egress_router
+add chain ip egress_router nat_prerouting { type nat hook prerouting priority dstnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_input { type filter hook input priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_forward { type filter hook forward priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router nat_postrouting { type nat hook postrouting priority srcnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router mark_prerouting
+delete chain ip egress_router mark_prerouting
+add rule ip egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 5432 counter dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"
+add rule ip egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 8080 counter dnat to 203.0.113.11:80 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8080 tcp"
+add rule ip egress_router filter_input iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
+add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
+`.slice(1)
+  },
+  dnsProxyKernelHost: {
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', routing: 'host', podInterface: 'cni0', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [ipForward(1, 5432, '203.0.113.10')] } }),
+    title: 'dns-proxy kernel forwards in host routing are marked for the policy rule, as redirected connections are',
+    script: `
+add table ip egress_router { comment "managed by egress-router"; }
+flush table ip egress_router
+add chain ip egress_router nat_prerouting { type nat hook prerouting priority dstnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router mark_prerouting { type filter hook prerouting priority dstnat + 10; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_input { type filter hook input priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_forward { type filter hook forward priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router nat_postrouting { type nat hook postrouting priority srcnat; policy accept; comment "managed by egress-router"; }
+add rule ip egress_router nat_prerouting iifname "cni0" fib daddr type local tcp dport 5432 ct mark set 0x00006572 counter dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"
+add rule ip egress_router mark_prerouting ct direction original ct mark 0x00006572 meta mark set ct mark comment "redirected connections use routing table 6572"
+add rule ip egress_router filter_input iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
+add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
+`.slice(1)
+  },
+  dnsProxyKernelNamesOnly: {
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [nameForward(1, 8443, 'svc.example.com')] } }),
+    title: 'dns-proxy with kernel forwarding and host names only: no DNAT at all, as with proxy forwarding',
+    script: 'same as dnsProxy'
   },
   hostRouting: {
     config: config({ routing: 'host', interface: 'eth1', podInterface: 'cni0', redirect: { rules: [port(1, 'tcp', 443, '203.0.113.10')], fallback: fallback(2, '203.0.113.99') } }),
@@ -213,6 +269,11 @@ add rule ip6 egress_router nat_postrouting oifname "macvlan0" counter snat to 20
 }
 
 const macvlan = { macvlan: 'macvlan0' }
+
+// a golden script written once and shared by another configuration
+for (const g of Object.values(golden)) {
+  if (g.script === 'same as dnsProxy') g.script = golden.dnsProxy.script
+}
 
 for (const g of Object.values(golden)) {
   t.test(g.title, async t => {

@@ -92,6 +92,30 @@ t.test('dns-proxy with IPv6: ndisc_notify, no RA on the macvlan, one listener pe
   t.equal(plan.listeners.some((l) => l.kind === 'health'), false, 'an empty EGRESS_HEALTH_ADDRESS turns the health listener off')
 })
 
+t.test('dns-proxy with kernel forwarding: IP forwards become DNAT rules with forwarding on, names stay listeners', async (t) => {
+  const forwards = '5432 203.0.113.10\n8443 db.example.com 443\n8080 203.0.113.11 80'
+  const env = { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DNS_PROXY_DESTINATION: forwards }
+  const proxy = formatPlan(buildPlan(config(env), facts4))
+  t.notMatch(proxy, 'forwarding = 1', 'proxy forwarding (the default): nothing is forwarded in the kernel')
+  t.notMatch(proxy, 'dnat', 'and nothing is DNATed')
+  t.match(proxy, 'listeners:\n  dns-forward 198.51.100.1:5432 -> 203.0.113.10:5432    # line 1\n  dns-forward 198.51.100.1:8443 -> db.example.com:443    # line 2\n  dns-forward 198.51.100.1:8080 -> 203.0.113.11:80    # line 3\n')
+
+  const kernel = buildPlan(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4)
+  const text = formatPlan(kernel)
+  t.match(text, 'net.ipv4.conf.eth0.forwarding = 1')
+  t.match(text, 'net.ipv4.conf.macvlan0.forwarding = 1')
+  t.match(text, 'tcp dport 5432 counter dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"')
+  t.match(text, 'tcp dport 8080 counter dnat to 203.0.113.11:80 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8080 tcp"')
+  t.notMatch(text, 'dport 8443', 'the host name is not in the kernel')
+  t.same(kernel.listeners.filter((l) => l.kind === 'dns-forward').map((l) => [l.port, l.line]), [[8443, 2]], 'only the host name has a listener')
+
+  const hostRouting = planNetwork(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_ROUTING: 'host' }), facts4)
+  t.same(hostRouting.rules.map((r) => [r.priority, r.fwmark]), [[6572, null], [6573, 0x6572]], 'host routing: the mark rule routes the kernel forwards')
+  const namesOnly = buildPlan(config({ ...env, EGRESS_DNS_PROXY_DESTINATION: '8443 db.example.com', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4)
+  t.match(formatPlan(namesOnly), 'net.ipv4.conf.eth0.forwarding = 1', 'forwarding is on for the setting, so a reload can add an IP forward to the network as set up')
+  t.notMatch(formatPlan(namesOnly), 'dnat', 'but there is no DNAT rule without an IP forward')
+})
+
 t.test('an existing link is adopted: no parent, no MAC, never created', async (t) => {
   const c = config({ EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DESTINATION: '203.0.113.10', EGRESS_MACVLAN_NAME: 'net1' })
   const plan = buildPlan(c, { parent: null, macvlanExists: true, podAddresses: [] })

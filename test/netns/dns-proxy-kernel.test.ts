@@ -1,0 +1,138 @@
+/**
+ * dns-proxy mode with EGRESS_DNS_PROXY_FORWARDING=kernel, end to end: the real daemon in the router namespace,
+ * dnsmasq on the LAN, peer servers in the destination namespace. The forwards to IP addresses are DNAT rules (no
+ * socket of the daemon carries them: nothing listens on their ports, their nft counters move), the forward to a
+ * host name is the process's; every destination sees EGRESS_SOURCE. SIGHUP moves, removes and adds kernel forwards
+ * while connections through them are in flight, and those connections finish intact.
+ */
+import t, { type Test } from 'tap'
+import type { LogLine, RouterProcess } from '../../src/lab/router-process.js'
+import type { Topology } from '../../src/lab/topology.js'
+import { privileged } from '../helpers/privileged.js'
+import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerReport, type PeerServer } from '../helpers/peers.js'
+import { distMissing } from '../helpers/router-e2e.js'
+import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, scrape, startTransfer, v4, type Transfer } from '../helpers/ops-e2e.js'
+
+const missing = distMissing()
+if (missing !== null) t.fail(missing)
+
+const other = v4.destExtra[0]
+const MiB = 1024 * 1024
+/** 32 MiB at 16 MiB/s: about 2 s, in flight across the reload */
+const SIZE = 32 * MiB
+const RATE = 16 * MiB
+
+async function server (t: Test, topo: Topology, host: string, opts: Parameters<typeof startPeerServer>[1]): Promise<PeerServer> {
+  const s = await startPeerServer(topo, { ...opts, host })
+  t.teardown(s.stop)
+  return s
+}
+
+/** Where a connection through the router landed ("203.0.113.10:4711") and the source the destination saw. */
+function landing (r: ClientResult): { at: string, from: string } | { error: string } {
+  if (!r.ok) return { error: r.error.code }
+  if (r.greeting === null) return { error: 'no greeting' }
+  return { at: r.greeting.local, from: hostOf(r.greeting.peer) }
+}
+
+/** The TCP ports something listens on in the router namespace. */
+async function listening (topo: Topology): Promise<Set<number>> {
+  const r = await topo.exec('router', ['ss', '-Htln'])
+  return new Set(r.stdout.split('\n').map((l) => /:(\d+)\s/.exec(l.split(/\s+/)[3] + ' ')?.[1]).filter((p) => p !== undefined).map(Number))
+}
+
+/** Packets counted by our DNAT rule for a port (nft -j), or null without such a rule. */
+async function dnatPackets (topo: Topology, port: number): Promise<number | null> {
+  const r = await topo.exec('router', ['nft', '-j', 'list', 'chain', 'ip', 'egress_router', 'nat_prerouting'])
+  if (r.code !== 0) return null
+  const items = (JSON.parse(r.stdout) as { nftables: Array<{ rule?: { expr: Array<Record<string, unknown>> } }> }).nftables
+  for (const item of items) {
+    const expr = item.rule?.expr
+    if (expr === undefined) continue
+    const dport = expr.some((e) => JSON.stringify(e).includes('"dport"') && JSON.stringify(e).includes(`"right":${port}`))
+    const counter = expr.find((e) => 'counter' in e)?.counter as { packets: number } | undefined
+    if (dport && counter !== undefined) return counter.packets
+  }
+  return null
+}
+
+async function reload (router: RouterProcess): Promise<LogLine> {
+  const seen = router.logs.length
+  process.kill(router.child.pid as number, 'SIGHUP')
+  return await router.waitForLog((l) => router.logs.indexOf(l) >= seen && (l.event === 'reloaded' || l.event === 'reload-rejected' || l.event === 'reload-failed'), 'the reload')
+}
+
+async function survives (t: Test, transfer: Transfer, sink: PeerServer, what: string): Promise<void> {
+  const done = await transfer.done
+  t.ok(done.ok, `${what}: the transfer in flight across the reload finished (${String(done.error)})`)
+  const closed = await sink.waitForReport<Extract<PeerReport, { event: 'closed' }>>((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${what}: the sink's record`, timeoutMs: 10_000 })
+  t.equal(closed.received.bytes, SIZE, `${what}: the destination received all ${SIZE} bytes, sha256 matching`)
+}
+
+t.test('kernel forwarding: IP forwards are DNAT rules with no socket of the daemon, the host name is proxied; all leave from EGRESS_SOURCE', privileged(), async (t) => {
+  const topo = await opsTopology(t, { dns: true })
+  const a = await server(t, topo, v4.dest, { tcp: { mode: 'hello' } })
+  const b = await server(t, topo, other, { tcp: { mode: 'hello' } })
+  const pa = a.tcpPort as number
+  const pb = b.tcpPort as number
+  const forwards = `${pa} ${v4.dest}\n8001 ${v4.dest} ${pa}\n8002 ${OTHER_NAME} ${pb}\n`
+  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION: forwards, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }))
+
+  const kernelLines = router.logs.filter((l) => l.event === 'kernel-forward').map((l) => [l.port, l.target, l.targetPort])
+  t.same(kernelLines, [[pa, v4.dest, pa], [8001, v4.dest, pa]], 'the daemon says which forwards the kernel carries')
+  const ports = await listening(topo)
+  t.notOk(ports.has(pa) || ports.has(8001), `nothing listens on the kernel forwards' ports ${pa} and 8001`)
+  t.ok(ports.has(8002), 'the host-name forward 8002 has its listener')
+
+  const cases = [
+    { port: pa, expect: `${v4.dest}:${pa}`, what: `${pa} → ${v4.dest} (kernel)` },
+    { port: 8001, expect: `${v4.dest}:${pa}`, what: `8001 → ${v4.dest}:${pa} (kernel, target port)` },
+    { port: 8002, expect: `${other}:${pb}`, what: `8002 → ${OTHER_NAME}:${pb} (proxied)` }
+  ]
+  for (const c of cases) {
+    t.same(landing(await tcpRequest(topo, { host: v4.routerPod, port: c.port, send: c.what })), { at: c.expect, from: v4.source }, `${c.what}: reached ${c.expect}, which saw EGRESS_SOURCE`)
+  }
+  t.ok(((await dnatPackets(topo, pa)) ?? 0) > 0, `the DNAT rule for ${pa} counted the connection`)
+  t.ok(((await dnatPackets(topo, 8001)) ?? 0) > 0, 'the DNAT rule for 8001 counted the connection')
+  t.equal(await dnatPackets(topo, 8002), null, 'the host-name forward has no DNAT rule')
+
+  const samples = await scrape(topo)
+  t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: '8002' }), 1, 'the proxied forward counted its connection')
+  t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: String(pa) }), null, 'the kernel forward has no process metrics')
+})
+
+t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; connections in flight through them finish', privileged(), async (t) => {
+  const topo = await opsTopology(t, { dns: true })
+  const sink = await server(t, topo, v4.dest, { tcp: { mode: 'sink' } })
+  const sinkOther = await server(t, topo, other, { tcp: { mode: 'sink' } })
+  const port = sink.tcpPort as number
+  const forwards = configFile(t, 'forwards', `7000 ${v4.dest} ${port}\n7001 ${v4.dest} ${port}\n`)
+  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION_FILE: forwards.path, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }))
+  const kept = startTransfer(t, topo, { host: v4.routerPod, port: 7000, bytes: SIZE, rate: RATE })
+  const removed = startTransfer(t, topo, { host: v4.routerPod, port: 7001, bytes: SIZE, rate: RATE })
+  await kept.waitFor('started')
+  await removed.waitFor('started')
+
+  // 7000 moves to another address, 7001 goes, 7002 is new in the kernel, 7003 is a host name (the process's)
+  forwards.write(`7000 ${other} ${sinkOther.tcpPort as number}\n7002 ${v4.dest} ${port}\n7003 ${DEST_NAME} ${port}\n`)
+  const ok = await reload(router)
+  t.equal(ok.event, 'reloaded', `valid: reloaded (${JSON.stringify(ok)})`)
+  t.notOk(kept.events.some((e) => e.event === 'done') || removed.events.some((e) => e.event === 'done'), 'the reload happened while both connections were busy')
+
+  const refused = await tcpRequest(topo, { host: v4.routerPod, port: 7001, timeoutMs: 2_000 })
+  t.equal(refused.ok ? 'connected' : refused.error.code, 'ECONNREFUSED', 'the removed forward 7001 takes no new connections')
+  for (const p of [7002, 7003]) {
+    const fresh = startTransfer(t, topo, { host: v4.routerPod, port: p, bytes: 64 * 1024 })
+    const done = await fresh.done
+    t.ok(done.ok, `the new forward ${p} carries a connection`)
+    await sink.waitForReport((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${v4.dest} to get the connection through ${p}` })
+  }
+  const moved = startTransfer(t, topo, { host: v4.routerPod, port: 7000, bytes: 64 * 1024 })
+  const movedDone = await moved.done
+  t.ok(movedDone.ok, 'a new connection to the moved forward 7000 works')
+  await sinkOther.waitForReport((r) => r.event === 'closed' && r.received.sha256 === movedDone.sent.sha256, { what: `the new target ${other} to get it` })
+  t.pass(`and goes to its new target ${other}`)
+  await survives(t, kept, sink, 'kernel forward 7000 (moved)')
+  await survives(t, removed, sink, 'kernel forward 7001 (removed)')
+  t.ok((await listening(topo)).has(7003) && !(await listening(topo)).has(7002), 'only the host-name forward 7003 has a listener')
+})
