@@ -224,6 +224,15 @@ export const GROUPS: readonly Group[] = [
     targets: forwarderTargets('haproxy')
   },
   {
+    // EGRESS_DNS_PROXY_FORWARDING=kernel: the same forwards as DNAT rules (kernel forwarding runs in softirq where
+    // the packets are, as for redirect), against haproxy and the proxied forwards
+    id: 'dns-proxy-kernel',
+    subject: 'dns-proxy-kernel',
+    peers: ['haproxy', 'dns-proxy'],
+    metrics: [...TRAFFIC, 'setupMs', 'readyMs'],
+    targets: forwarderTargets('haproxy')
+  },
+  {
     // both cores to the router (CPU 0 shared with the load): EGRESS_WORKERS=2 against two haproxy threads
     id: 'dns-proxy-2-cores',
     subject: 'dns-proxy-2w',

@@ -4,7 +4,7 @@
  * socat — plus the scaling curves (idle tunnels, EGRESS_DESTINATION size, ACL size). Prints Markdown
  * tables and writes the raw figures to bench/results/<timestamp>.json. Root only; see bench/README.md.
  *
- *   node dist/bench/run.js [--quick] [--runs N] [--seconds S] [--only a,b] [--no-pin] [--profile] [--skip-scaling]
+ *   node dist/bench/run.js [--quick] [--runs N] [--seconds S] [--only a,b] [--no-pin] [--no-rps] [--profile] [--skip-scaling]
  */
 import { mkdirSync, readdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { cpus, tmpdir, release } from 'node:os'
@@ -29,6 +29,7 @@ export interface CliOptions {
   seconds: number
   only: ScenarioId[]
   pin: boolean
+  steer: boolean
   profile: boolean
   scaling: boolean
 }
@@ -54,6 +55,7 @@ export function parseArgs (argv: readonly string[]): CliOptions {
     seconds: num('--seconds', quick ? 2 : 5),
     only: only.length === 0 ? [...SCENARIOS] : only as ScenarioId[],
     pin: !argv.includes('--no-pin') && cpus().length >= 2,
+    steer: !argv.includes('--no-rps'),
     profile: argv.includes('--profile'),
     scaling: !argv.includes('--skip-scaling')
   }
@@ -188,7 +190,7 @@ async function main (): Promise<number> {
     seconds: o.seconds,
     wrkConnections: 50,
     maxIdle: o.quick ? 1000 : 10_000,
-    pin: { enabled: o.pin },
+    pin: { enabled: o.pin, steer: o.steer },
     say,
     profileDir,
     fdLimit
@@ -203,7 +205,7 @@ async function main (): Promise<number> {
   await stopSystemServices(say)
 
   const md: string[] = [`## egress-router bench — ${startedAt.toISOString()} (${o.quick ? 'quick: 1 run, short' : `median of ${o.runs} runs`}, ${o.seconds} s per workload)`, '']
-  md.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}. Pinning: ${o.pin ? 'router on CPU 1 (the -2w/-2t variants on CPUs 0 and 1); wrk, iperf3, the CONNECT shim and the destination on CPU 0' : 'none'}.`)
+  md.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}. Pinning: ${o.pin ? 'router on CPU 1 (the -2w/-2t variants on CPUs 0 and 1); wrk, iperf3, the CONNECT shim and the destination on CPU 0' : 'none'}${o.pin ? (o.steer ? '; received packets processed on the receiving namespace\'s CPU (RPS)' : '; no receive steering (--no-rps)') : ''}.`)
   md.push(`Ratios are egress-router ÷ peer (for ms and MiB, lower is better). Descriptor limit ${fdLimit}.`, '')
   for (const g of GROUPS) {
     if (![g.subject, ...g.peers].some((id) => results.has(id))) continue

@@ -19,7 +19,7 @@ import { namespacePids, namespaceStats, type ProcStats } from './proc-stats.js'
 import type { ScenarioResult } from './report.js'
 import { iperf, pinned, startIdleClient, wrk, BOTH_CPUS, ROUTER_CPU, LOAD_CPU, type Pinning } from './workloads.js'
 
-export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w'] as const
+export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w', 'dns-proxy-kernel'] as const
 export type ScenarioId = typeof SCENARIOS[number]
 
 const A = LAB.v4
@@ -56,7 +56,9 @@ const SPECS: Record<ScenarioId, Spec> = {
   // both cores: EGRESS_WORKERS=2 against haproxy with two threads (squid -N runs one process: no peer)
   'dns-proxy-2w': { access: 'tcp', daemon: true, idleLevels: [1000], cores: 2 },
   'haproxy-2t': { access: 'tcp', daemon: false, idleLevels: [1000], cores: 2 },
-  'http-proxy-2w': { access: 'proxy', daemon: true, idleLevels: [1000], cores: 2 }
+  'http-proxy-2w': { access: 'proxy', daemon: true, idleLevels: [1000], cores: 2 },
+  // EGRESS_DNS_PROXY_FORWARDING=kernel: the forwards are DNAT rules, no process holds the connections
+  'dns-proxy-kernel': { access: 'tcp', daemon: true, idleLevels: [], cores: 1 }
 }
 
 function routerCpus (spec: Spec): number | string {
@@ -178,8 +180,8 @@ async function startProfiledDaemon (topo: Topology, env: Record<string, string>,
   }
 }
 
-async function startDaemon (topo: Topology, mode: 'redirect' | 'http-proxy' | 'dns-proxy', o: BenchOptions, spec: Spec): Promise<Running> {
-  const env = daemonEnv(mode, spec.cores === 2 ? { EGRESS_WORKERS: '2' } : {})
+async function startDaemon (topo: Topology, mode: 'redirect' | 'http-proxy' | 'dns-proxy', o: BenchOptions, spec: Spec, extra: Record<string, string> = {}): Promise<Running> {
+  const env = daemonEnv(mode, { ...(spec.cores === 2 ? { EGRESS_WORKERS: '2' } : {}), ...extra })
   const spawned = Date.now()
   let ready: LogLine | undefined
   let rules: LogLine | undefined
@@ -260,6 +262,7 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
     case 'http-proxy-2w': return await startDaemon(topo, 'http-proxy', o, spec)
     case 'dns-proxy':
     case 'dns-proxy-2w': return await startDaemon(topo, 'dns-proxy', o, spec)
+    case 'dns-proxy-kernel': return await startDaemon(topo, 'dns-proxy', o, spec, { EGRESS_DNS_PROXY_FORWARDING: 'kernel' })
     case 'kernel-nft': {
       await initNetwork(topo)
       await topo.execOk('router', ['nft', 'delete', 'table', 'ip', 'egress_router'], { timeoutMs: 10_000 })
@@ -289,6 +292,25 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
       await nftApply(topo, modeNftScript('dns-proxy'))
       return await startPeer(topo, o, FORWARDS.map(socatArgv), HTTP_PORT, 'socat')
     }
+  }
+}
+
+/** `rps_cpus` text for a taskset CPU list: 1 → "2", "0,1" → "3" (hex bit mask). */
+export function rpsMask (cpus: number | string): string {
+  return String(cpus).split(',').reduce((m, c) => m | (1 << Number(c)), 0).toString(16)
+}
+
+/**
+ * Receive packet steering: every packet a namespace receives is processed on that namespace's CPU, the router's
+ * on the router's CPU(s), every other namespace's on the load's. Without it a packet is processed in softirq on
+ * the CPU that sent it, so the router's kernel work (forwarding, NAT, its TCP receive path) lands mostly on the
+ * load's CPU: the kernel paths then cost the router's core nothing and compete with wrk instead.
+ */
+async function steerReceive (topo: Topology, pin: Pinning, routerCpus: number | string): Promise<void> {
+  if (!pin.enabled || pin.steer !== true) return
+  for (const role of ['client', 'router', 'lan', 'dest'] as const) {
+    const m = rpsMask(role === 'router' ? routerCpus : LOAD_CPU)
+    await topo.execOk(role, ['sh', '-c', `for q in /sys/class/net/*/queues/rx-*/rps_cpus; do case "$q" in */lo/*) ;; *) echo ${m} > "$q" ;; esac; done`], { timeoutMs: 5_000 })
   }
 }
 
@@ -462,6 +484,7 @@ export async function runScenario (id: ScenarioId, o: BenchOptions): Promise<Sce
   try {
     topo = await buildTopology({ prefix: NS_PREFIX, dnsResolvConf: `nameserver ${A.gateway}\noptions timeout:1 attempts:1\n` })
     await tuneNamespaces(topo)
+    await steerReceive(topo, o.pin, routerCpus(spec))
     await startDestination(topo, dir, o)
     running = await startVariant(id, topo, dir, o)
     if (running.setupMs !== undefined) record(result, 'setupMs', running.setupMs)

@@ -20,7 +20,11 @@ const IDLE_CLIENT = fileURLToPath(new URL('./idle-client.js', import.meta.url))
  * Pinning: the router gets CPU 1, everything else (load generators, destination) CPU 0. The two-core
  * variants (EGRESS_WORKERS=2, haproxy nbthread 2) get both, sharing CPU 0 with the load.
  */
-export interface Pinning { enabled: boolean }
+export interface Pinning {
+  enabled: boolean
+  /** also steer each namespace's received packets to its CPU (receive packet steering) */
+  steer?: boolean
+}
 export const LOAD_CPU = 0
 export const ROUTER_CPU = 1
 export const BOTH_CPUS = '0,1'

@@ -149,3 +149,11 @@ t.test('every group compares scenarios the bench runs; the two-core group pits E
   t.match(haproxyConf(fw, 1000, 2), /\n {2}nbthread 2\n/)
   t.equal(daemonEnv('dns-proxy').EGRESS_WORKERS, undefined, 'the one-core daemon runs without workers')
 })
+
+t.test('receive steering masks: one bit per CPU of the taskset list', async t => {
+  const { rpsMask } = await import('../../../bench/scenarios.js')
+  t.equal(rpsMask(0), '1')
+  t.equal(rpsMask(1), '2')
+  t.equal(rpsMask('0,1'), '3')
+  t.equal(rpsMask('1,3'), 'a')
+})
