@@ -17,7 +17,7 @@ import { measureAcl, type AclCostRow } from './acl-cost.js'
 import { hotFunctions, type CpuProfile, type HotFunction } from './cpu-profile.js'
 import { GROUPS, median, renderGroupTable, renderProblems, renderTable, formatNumber, type ScenarioResult } from './report.js'
 import { destinationWithRules, type RuleScalingRow } from './rule-scaling.js'
-import { daemonEnv, runScenario, SCENARIOS, NS_PREFIX, type BenchOptions, type ScenarioId } from './scenarios.js'
+import { daemonEnv, newResult, runScenario, SCENARIOS, NS_PREFIX, type BenchOptions, type ScenarioId } from './scenarios.js'
 import { ensureTools, stopSystemServices, toolVersions } from './tools.js'
 
 const RESULTS_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url))
@@ -197,14 +197,20 @@ async function main (): Promise<number> {
   }
   say(`bench: ${o.quick ? 'quick' : 'full'} run: ${o.runs} run(s) of ${o.seconds} s per workload; scenarios ${o.only.join(', ')}; pinning ${o.pin ? 'router → CPU 1, load and destination → CPU 0' : 'off'}`)
 
-  const results = new Map<string, ScenarioResult>()
-  for (const id of o.only) results.set(id, await runScenario(id, bo))
+  // Rounds: one run of every scenario, then the next round. Each round starts every router afresh (and warms it
+  // up): a drift in the host's speed then slows all the scenarios of a round, not all the runs of one.
+  const results = new Map<string, ScenarioResult>(o.only.map((id) => [id, newResult(id)]))
+  for (let r = 1; r <= o.runs; r++) {
+    for (const id of o.only) {
+      await runScenario(id, { ...bo, runs: 1 }, { result: results.get(id), idle: r === 1, label: `round ${r}/${o.runs}` })
+    }
+  }
   const scaling = o.scaling ? await scalingCurves(o, say) : { errors: [] }
   const profiles = profileDir === undefined ? undefined : summariseProfiles(profileDir)
   if (profileDir !== undefined) rmSync(profileDir, { recursive: true, force: true })
   await stopSystemServices(say)
 
-  const md: string[] = [`## egress-router bench — ${startedAt.toISOString()} (${o.quick ? 'quick: 1 run, short' : `median of ${o.runs} runs`}, ${o.seconds} s per workload)`, '']
+  const md: string[] = [`## egress-router bench — ${startedAt.toISOString()} (${o.quick ? 'quick: 1 run, short' : `median of ${o.runs} runs, in interleaved rounds`}, ${o.seconds} s per workload)`, '']
   md.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, Linux ${release()}. Pinning: ${o.pin ? 'router on CPU 1 (the -2w/-2t variants on CPUs 0 and 1); wrk, iperf3, the CONNECT shim and the destination on CPU 0' : 'none'}${o.pin ? (o.steer ? '; received packets processed on the receiving namespace\'s CPU (RPS)' : '; no receive steering (--no-rps)') : ''}.`)
   md.push(`Ratios are egress-router ÷ peer (for ms and MiB, lower is better). Descriptor limit ${fdLimit}.`, '')
   for (const g of GROUPS) {

@@ -471,8 +471,20 @@ async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir:
   }
 }
 
-export async function runScenario (id: ScenarioId, o: BenchOptions): Promise<ScenarioResult> {
-  const result: ScenarioResult = { id, ok: false, samples: {}, failures: {}, notes: [] }
+/** An empty result, for runScenario to add rounds to. */
+export function newResult (id: ScenarioId): ScenarioResult {
+  return { id, ok: false, samples: {}, failures: {}, notes: [] }
+}
+
+/**
+ * One round of a scenario: a fresh topology and router, its warm-up, and `o.runs` measurements of every workload
+ * (the caller interleaves rounds of all scenarios, one run each, so that a host whose speed drifts during the
+ * bench slows every scenario of a round alike). The idle-tunnel curve is measured in the round given `idle`.
+ * Samples are added to `result`; a round that fails leaves `ok` false and says why.
+ */
+export async function runScenario (id: ScenarioId, o: BenchOptions, round: { result?: ScenarioResult, idle?: boolean, label?: string } = {}): Promise<ScenarioResult> {
+  const result = round.result ?? newResult(id)
+  const first = round.result === undefined || Object.keys(result.samples).length === 0 && result.error === undefined
   const spec = SPECS[id]
   const dir = mkdtempSync(join(tmpdir(), `erbench-${id}-`))
   // squid and tinyproxy drop to an unprivileged user that must write their logs here
@@ -480,7 +492,7 @@ export async function runScenario (id: ScenarioId, o: BenchOptions): Promise<Sce
   let topo: Topology | null = null
   let running: Running | null = null
   const started = Date.now()
-  o.say(`bench: ${id}`)
+  o.say(`bench: ${id}${round.label !== undefined ? ` (${round.label})` : ''}`)
   try {
     topo = await buildTopology({ prefix: NS_PREFIX, dnsResolvConf: `nameserver ${A.gateway}\noptions timeout:1 attempts:1\n` })
     await tuneNamespaces(topo)
@@ -490,10 +502,12 @@ export async function runScenario (id: ScenarioId, o: BenchOptions): Promise<Sce
     if (running.setupMs !== undefined) record(result, 'setupMs', running.setupMs)
     if (running.readyMs !== undefined && spec.daemon) record(result, 'readyMs', running.readyMs)
     await smoke(topo, spec.access)
-    await idleCurve(topo, spec, result, o)
+    if (round.idle !== false) await idleCurve(topo, spec, result, o)
     await traffic(topo, spec, result, dir, o)
-    result.ok = true
+    // ok while every round so far was
+    if (first || result.ok) result.ok = true
   } catch (err) {
+    result.ok = false
     result.error = (err instanceof Error ? err.message : String(err)).slice(0, 600)
     o.say(`bench:   ${id} FAILED: ${result.error ?? ''}`)
   } finally {
