@@ -4,9 +4,10 @@
  *
  * What the rules do (one table, `ip` or `ip6` after the family of EGRESS_SOURCE):
  *
- * - redirect modes (init / redirect), and dns-proxy forwards to IP addresses under EGRESS_DNS_PROXY_FORWARDING=kernel
- *   (kernel-nat.ts; as tcp lines without a fallback, and without the refusal below): connections arriving on EGRESS_POD_INTERFACE for an address of the router
+ * - redirect modes (init / redirect): connections arriving on EGRESS_POD_INTERFACE for an address of the router
  *   itself are DNATed per EGRESS_DESTINATION line; the fallback line takes every other port and protocol.
+ *   dns-proxy forwards to IP addresses under EGRESS_DNS_PROXY_FORWARDING=kernel get the same DNAT rules, as tcp
+ *   lines without a fallback (kernel-nat.ts), and none of the pod-side refusal below: the other forwards listen.
  *   Only traffic addressed to the router (`fib daddr type local`) is redirected, so traffic merely routed
  *   through the pod interface (host routing) is left alone.
  *   The health port (EGRESS_HEALTH_ADDRESS) is exempt from the fallback so probes reach the router itself —
