@@ -6,7 +6,7 @@ import { resolveWorkers } from '../config/config.js'
 import type { Config } from '../config/types.js'
 import { gatherFacts } from '../apply/facts.js'
 import { NetlinkHandle } from '../netlink/handle.js'
-import { buildPlan, formatPlan } from '../plan/plan.js'
+import { buildPlan, formatKernelForwards, formatPlan } from '../plan/plan.js'
 import type { HostFacts } from '../plan/types.js'
 
 export async function planCommand (config: Config, opts: { json: boolean }): Promise<number> {
@@ -35,7 +35,7 @@ export async function planCommand (config: Config, opts: { json: boolean }): Pro
     process.stdout.write(JSON.stringify({ config, facts, plan, workers }, null, 2) + '\n')
   } else {
     const auto = config.workers === 'auto' ? ` (auto: one per CPU, ${cpus} here)` : ''
-    process.stdout.write(formatPlan(plan) + (workers > 1 || auto !== '' ? `workers: ${workers}${auto}, forked by the daemon; it keeps the rules and the health listener\n` : ''))
+    process.stdout.write(formatPlan(plan) + formatKernelForwards(config) + (workers > 1 || auto !== '' ? `workers: ${workers}${auto}, forked by the daemon; it keeps the rules and the health listener\n` : ''))
   }
   return 0
 }

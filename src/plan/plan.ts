@@ -2,7 +2,7 @@
  * buildPlan: Config + host facts → the whole desired state (pure). formatPlan prints it for a human; the
  * nft script in it is byte-for-byte what apply pipes to `nft -f -`.
  */
-import { proxiedForwards } from '../config/dns-forwards.js'
+import { kernelForwards, proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
 import { nftPlan } from './nft-script.js'
 import { planNetwork } from './network.js'
@@ -105,4 +105,15 @@ export function formatPlan (plan: Plan): string {
   }
   out.push(`on stop: ${plan.cleanupOnStop ? 'remove everything created (host routing)' : 'leave it to the pod namespace'}`)
   return out.join('\n') + '\n'
+}
+
+/**
+ * The dns-proxy forwards the kernel relays (EGRESS_DNS_PROXY_FORWARDING=kernel), for `plan` to print after the
+ * listeners: they are DNAT rules in the nft script above, with no listener of their own. '' when there are none.
+ */
+export function formatKernelForwards (config: Config): string {
+  const rules = kernelForwards(config.dnsProxy).rules
+  if (rules.length === 0) return ''
+  const lines = rules.map((r) => `  tcp ${r.port} -> ${hostPort(r.target.address, r.targetPort)}    # line ${r.line}`)
+  return ['kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):', ...lines].join('\n') + '\n'
 }

@@ -79,6 +79,18 @@ t.test('plan prints the exact nft script and changes nothing (reads links over r
   t.notMatch(r.stdout, 'workers:', 'one process: no workers line')
 })
 
+t.test('plan lists the dns-proxy forwards the kernel relays after the listeners', async (t) => {
+  const env = { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DNS_PROXY_DESTINATION: '5432 203.0.113.10\n8443 db.example.com 443', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }
+  const r = await cli(['plan', '--interface', 'lo', '--pod-interface', 'lo', '--macvlan-name', 'ertestmv0'], env)
+  t.equal(r.code, 0, r.stderr)
+  t.match(r.stdout, 'dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"')
+  t.match(r.stdout, /kernel forwards \(DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener\):\n {2}tcp 5432 -> 203\.0\.113\.10:5432 {4}# line 1\n/)
+  t.notMatch(r.stdout, /dns-forward \S+:5432/, 'no listener for the kernel forward')
+  const flag = await cli(['plan', '--interface', 'lo', '--pod-interface', 'lo', '--macvlan-name', 'ertestmv0', '--dns-proxy-forwarding', 'proxy'], env)
+  t.notMatch(flag.stdout, 'kernel forwards', 'the flag overrides the variable: every forward proxied')
+  t.notMatch(flag.stdout, 'dnat', 'and nothing DNATed')
+})
+
 t.test('plan says how many workers a proxy mode forks', async (t) => {
   const env = { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DNS_PROXY_DESTINATION: '5432 203.0.113.10' }
   const args = ['plan', '--interface', 'lo', '--pod-interface', 'lo', '--macvlan-name', 'ertestmv0']

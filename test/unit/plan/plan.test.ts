@@ -1,7 +1,7 @@
 import t from 'tap'
 import { parseConfig } from '../../../src/config/config.js'
 import type { Config } from '../../../src/config/types.js'
-import { buildPlan, formatPlan } from '../../../src/plan/plan.js'
+import { buildPlan, formatKernelForwards, formatPlan } from '../../../src/plan/plan.js'
 import { planNetwork } from '../../../src/plan/network.js'
 import type { HostFacts } from '../../../src/plan/types.js'
 
@@ -108,6 +108,9 @@ t.test('dns-proxy with kernel forwarding: IP forwards become DNAT rules with for
   t.match(text, 'tcp dport 8080 counter dnat to 203.0.113.11:80 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8080 tcp"')
   t.notMatch(text, 'dport 8443', 'the host name is not in the kernel')
   t.same(kernel.listeners.filter((l) => l.kind === 'dns-forward').map((l) => [l.port, l.line]), [[8443, 2]], 'only the host name has a listener')
+  t.equal(formatKernelForwards(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel' })),
+    'kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):\n  tcp 5432 -> 203.0.113.10:5432    # line 1\n  tcp 8080 -> 203.0.113.11:80    # line 3\n')
+  t.equal(formatKernelForwards(config(env)), '', 'proxy forwarding: no such section')
 
   const hostRouting = planNetwork(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_ROUTING: 'host' }), facts4)
   t.same(hostRouting.rules.map((r) => [r.priority, r.fwmark]), [[6572, null], [6573, 0x6572]], 'host routing: the mark rule routes the kernel forwards')
