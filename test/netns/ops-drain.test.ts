@@ -109,6 +109,18 @@ t.test('redirect, host routing: SIGTERM waits for the redirected flows, refusing
   t.same(await leftovers(topo), [], 'then nothing of the daemon is left')
 })
 
+t.test('dns-proxy kernel forwarding, host routing: SIGTERM waits for the kernel-forwarded flows as redirect mode does, then removes everything', privileged(), async (t) => {
+  const topo = await opsTopology(t)
+  const server = await sink(t, topo)
+  const port = server.tcpPort as number
+  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_ROUTING: 'host', EGRESS_DNS_PROXY_DESTINATION: `${port} ${v4.dest}\n`, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }))
+  const transfer = startTransfer(t, topo, { host: v4.routerPod, port, bytes: SIZE, rate: RATE })
+  await drainsToTheEnd(t, router, server, transfer, { refusedPort: port, topo })
+  const waited = router.logs.find((l) => l.event === 'drain' && typeof l.flows === 'number' && l.flows > 0)
+  t.ok(waited, `the daemon said it waited for the kernel-forwarded flow: ${JSON.stringify(waited)}`)
+  t.same(await leftovers(topo), [], 'then nothing of the daemon is left')
+})
+
 t.test('http-proxy: a tunnel longer than the drain timeout is cut at the deadline', privileged(), async (t) => {
   const topo = await opsTopology(t)
   const server = await sink(t, topo)
