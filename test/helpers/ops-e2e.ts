@@ -9,9 +9,10 @@ import { writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import type { Test } from 'tap'
 import { createInterface } from 'node:readline'
-import { startRouter, type RouterProcess } from '../../src/lab/router-process.js'
+import { startRouter, type LogLine, type RouterProcess } from '../../src/lab/router-process.js'
 import { buildTopology, LAB, type NsRole, type Topology, type TopologyOptions } from '../../src/lab/topology.js'
 import { waitFor } from '../../src/lab/wait.js'
+import type { PeerReport, PeerServer } from './peers.js'
 
 export const PREFIX = 'eropse2e-'
 export const v4 = LAB.v4
@@ -231,4 +232,19 @@ export function startUdpFlow (t: Test, topo: Topology, host: string, port: numbe
     })
   }
   return { answers, child }
+}
+
+/** Sends SIGHUP and waits for the daemon's verdict: the `reloaded` line, or the rejection / failure line. */
+export async function reload (router: RouterProcess, expect: 'reloaded' | 'reload-rejected' = 'reloaded'): Promise<LogLine> {
+  const seen = router.logs.length
+  process.kill(router.child.pid as number, 'SIGHUP')
+  return await router.waitForLog((l) => router.logs.indexOf(l) >= seen && (l.event === 'reloaded' || l.event === 'reload-rejected' || l.event === 'reload-failed'), `the reload (${expect})`)
+}
+
+/** A transfer that was in flight across a reload finished, and its sink received all `size` bytes, sha256 matching. */
+export async function survives (t: Test, transfer: Transfer, sink: PeerServer, what: string, size: number): Promise<void> {
+  const done = await transfer.done
+  t.ok(done.ok, `${what}: the transfer in flight across the reload finished (${String(done.error)})`)
+  const closed = await sink.waitForReport<Extract<PeerReport, { event: 'closed' }>>((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${what}: the sink's record`, timeoutMs: 10_000 })
+  t.equal(closed.received.bytes, size, `${what}: the destination received all ${size} bytes, sha256 matching`)
 }

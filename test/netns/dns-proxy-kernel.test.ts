@@ -6,12 +6,11 @@
  * while connections through them are in flight, and those connections finish intact.
  */
 import t, { type Test } from 'tap'
-import type { LogLine, RouterProcess } from '../../src/lab/router-process.js'
 import type { Topology } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
-import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerReport, type PeerServer } from '../helpers/peers.js'
+import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer } from '../helpers/peers.js'
 import { distMissing } from '../helpers/router-e2e.js'
-import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, scrape, startTransfer, v4, type Transfer } from '../helpers/ops-e2e.js'
+import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, reload, scrape, startTransfer, survives, v4 } from '../helpers/ops-e2e.js'
 
 const missing = distMissing()
 if (missing !== null) t.fail(missing)
@@ -54,19 +53,6 @@ async function dnatPackets (topo: Topology, port: number): Promise<number | null
     if (dport && counter !== undefined) return counter.packets
   }
   return null
-}
-
-async function reload (router: RouterProcess): Promise<LogLine> {
-  const seen = router.logs.length
-  process.kill(router.child.pid as number, 'SIGHUP')
-  return await router.waitForLog((l) => router.logs.indexOf(l) >= seen && (l.event === 'reloaded' || l.event === 'reload-rejected' || l.event === 'reload-failed'), 'the reload')
-}
-
-async function survives (t: Test, transfer: Transfer, sink: PeerServer, what: string): Promise<void> {
-  const done = await transfer.done
-  t.ok(done.ok, `${what}: the transfer in flight across the reload finished (${String(done.error)})`)
-  const closed = await sink.waitForReport<Extract<PeerReport, { event: 'closed' }>>((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${what}: the sink's record`, timeoutMs: 10_000 })
-  t.equal(closed.received.bytes, SIZE, `${what}: the destination received all ${SIZE} bytes, sha256 matching`)
 }
 
 t.test('kernel forwarding: IP forwards are DNAT rules with no socket of the daemon, the host name is proxied; all leave from EGRESS_SOURCE', privileged(), async (t) => {
@@ -132,7 +118,7 @@ t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; conne
   t.ok(movedDone.ok, 'a new connection to the moved forward 7000 works')
   await sinkOther.waitForReport((r) => r.event === 'closed' && r.received.sha256 === movedDone.sent.sha256, { what: `the new target ${other} to get it` })
   t.pass(`and goes to its new target ${other}`)
-  await survives(t, kept, sink, 'kernel forward 7000 (moved)')
-  await survives(t, removed, sink, 'kernel forward 7001 (removed)')
+  await survives(t, kept, sink, 'kernel forward 7000 (moved)', SIZE)
+  await survives(t, removed, sink, 'kernel forward 7001 (removed)', SIZE)
   t.ok((await listening(topo)).has(7003) && !(await listening(topo)).has(7002), 'only the host-name forward 7003 has a listener')
 })

@@ -7,13 +7,13 @@
  * keeps sending every 100 ms reaches the new destination.
  */
 import t, { type Test } from 'tap'
-import type { LogLine, RouterProcess } from '../../src/lab/router-process.js'
+import type { LogLine } from '../../src/lab/router-process.js'
 import type { Topology } from '../../src/lab/topology.js'
 import { waitFor } from '../../src/lab/wait.js'
 import { privileged } from '../helpers/privileged.js'
-import { httpGet, startPeerServer, tcpRequest, type PeerReport, type PeerServer } from '../helpers/peers.js'
+import { httpGet, startPeerServer, tcpRequest, type PeerServer } from '../helpers/peers.js'
 import { distMissing } from '../helpers/router-e2e.js'
-import { configFile, opsDaemon, opsEnv, opsTopology, startTransfer, startUdpFlow, v4, type Transfer } from '../helpers/ops-e2e.js'
+import { configFile, opsDaemon, opsEnv, opsTopology, reload, startTransfer, startUdpFlow, survives, v4 } from '../helpers/ops-e2e.js'
 
 const missing = distMissing()
 if (missing !== null) t.fail(missing)
@@ -28,20 +28,6 @@ async function server (t: Test, topo: Topology, host: string, opts: Parameters<t
   const s = await startPeerServer(topo, { ...opts, host })
   t.teardown(s.stop)
   return s
-}
-
-/** Sends SIGHUP and waits for the daemon's verdict: the `reloaded` line, or the rejection / failure line. */
-async function reload (router: RouterProcess, expect: 'reloaded' | 'reload-rejected'): Promise<LogLine> {
-  const seen = router.logs.length
-  process.kill(router.child.pid as number, 'SIGHUP')
-  return await router.waitForLog((l) => router.logs.indexOf(l) >= seen && (l.event === 'reloaded' || l.event === 'reload-rejected' || l.event === 'reload-failed'), `the reload (${expect})`)
-}
-
-async function survives (t: Test, transfer: Transfer, sink: PeerServer, what: string): Promise<void> {
-  const done = await transfer.done
-  t.ok(done.ok, `${what}: the transfer in flight across the reload finished (${String(done.error)})`)
-  const closed = await sink.waitForReport<Extract<PeerReport, { event: 'closed' }>>((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${what}: the sink's record`, timeoutMs: 10_000 })
-  t.equal(closed.received.bytes, SIZE, `${what}: the destination received all ${SIZE} bytes, sha256 matching`)
 }
 
 function rejected (t: Test, line: LogLine, variable: string): void {
@@ -68,7 +54,7 @@ t.test('http-proxy: a new ACL applies on SIGHUP, a tunnel in flight survives, an
   t.equal(ok.event, 'reloaded', `valid: reloaded (${JSON.stringify(ok)})`)
   t.notOk(transfer.events.some((e) => e.event === 'done'), 'the reload happened while the tunnel was busy')
   t.equal(await get(other), 200, `after: ${other} is allowed`)
-  await survives(t, transfer, sink, 'CONNECT tunnel')
+  await survives(t, transfer, sink, 'CONNECT tunnel', SIZE)
 
   // `*` must be the last rule: rejected as a whole
   acl.write(`*\n${v4.dest}\n`)
@@ -102,8 +88,8 @@ t.test('dns-proxy: SIGHUP opens new forwards, closes removed ones, retargets kep
   t.ok(movedDone.ok, 'a new connection to the kept forward 7000 works')
   await sinkOther.waitForReport((r) => r.event === 'closed' && r.received.sha256 === movedDone.sent.sha256, { what: `the new target ${other} to get it` })
   t.pass(`and goes to its new target ${other}`)
-  await survives(t, kept, sink, 'forward 7000 (retargeted)')
-  await survives(t, removed, sink, 'forward 7001 (removed)')
+  await survives(t, kept, sink, 'forward 7000 (retargeted)', SIZE)
+  await survives(t, removed, sink, 'forward 7001 (removed)', SIZE)
 
   forwards.write('7000 nodot\n')
   rejected(t, await reload(router, 'reload-rejected'), 'EGRESS_DNS_PROXY_DESTINATION')
@@ -139,7 +125,7 @@ t.test('redirect: SIGHUP swaps the rules in one transaction, moves a live UDP fl
   t.pass(`the client that kept sending every 100 ms from one port now reaches ${other}`)
   const seen = await udpNew.waitForReport((r) => r.event === 'datagram', { what: 'the new destination to see the flow' })
   t.match(seen.peer, `${v4.source}:`, 'from EGRESS_SOURCE')
-  await survives(t, transfer, sink, 'redirected TCP flow')
+  await survives(t, transfer, sink, 'redirected TCP flow', SIZE)
 
   rules.write('5000 sctp 192.0.2.50\n')
   rejected(t, await reload(router, 'reload-rejected'), 'EGRESS_DESTINATION')
