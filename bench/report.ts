@@ -224,8 +224,8 @@ export const GROUPS: readonly Group[] = [
     targets: forwarderTargets('haproxy')
   },
   {
-    // EGRESS_DNS_PROXY_FORWARDING=kernel: the same forwards as DNAT rules (kernel forwarding runs in softirq where
-    // the packets are, as for redirect), against haproxy and the proxied forwards
+    // EGRESS_DNS_PROXY_FORWARDING=kernel: the same forwards as DNAT rules, against haproxy and the proxied forwards
+    // (the forwarding is softirq work; receive steering puts it on the router's CPU, as redirect's)
     id: 'dns-proxy-kernel',
     subject: 'dns-proxy-kernel',
     peers: ['haproxy', 'dns-proxy'],
