@@ -10,6 +10,7 @@ import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { loadConfig } from '../cli.js'
 import { resolveWorkers } from '../config/config.js'
+import { kernelForwards } from '../config/dns-forwards.js'
 import type { Config, RawSettings } from '../config/types.js'
 import { formatIssue } from '../errors.js'
 import { gatherFacts } from '../apply/facts.js'
@@ -112,6 +113,12 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         throw err
       }
       logger.info({ event: 'rules', table: `${earlyRules.nft.family} ${earlyRules.nft.table}`, hash, setupMs: Math.round(setupMs) }, 'nft rules applied')
+      // the daemon owns the rules (its workers, if any, only the listeners): it names the forwards they carry
+      if (config.mode === 'dns-proxy') {
+        for (const r of kernelForwards(config.dnsProxy).rules) {
+          logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort, line: r.line }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
+        }
+      }
       rulesSetupMs = setupMs
       readiness.set('rules', true)
     },

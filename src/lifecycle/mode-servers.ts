@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { networkInterfaces } from 'node:os'
 import type { Logger } from 'pino'
-import { kernelForwards, proxiedForwards } from '../config/dns-forwards.js'
+import { proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import type { Readiness } from '../observe/health.js'
@@ -112,9 +112,6 @@ export async function startModeServers (deps: { config: Config, listeners: reado
     for (const f of forwards) {
       const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
       logger.info({ event: 'listening', kind: 'dns-forward', hosts, port: f.port, target, targetPort: f.targetPort }, `forwarding port ${f.port} to ${target}:${f.targetPort}`)
-    }
-    for (const r of kernelForwards(config.dnsProxy).rules) {
-      logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
     }
     readiness.set('listeners', true)
     // names resolved: a forward to a name that does not resolve keeps readiness false

@@ -55,37 +55,40 @@ async function dnatPackets (topo: Topology, port: number): Promise<number | null
   return null
 }
 
-t.test('kernel forwarding: IP forwards are DNAT rules with no socket of the daemon, the host name is proxied; all leave from EGRESS_SOURCE', privileged(), async (t) => {
-  const topo = await opsTopology(t, { dns: true })
-  const a = await server(t, topo, v4.dest, { tcp: { mode: 'hello' } })
-  const b = await server(t, topo, other, { tcp: { mode: 'hello' } })
-  const pa = a.tcpPort as number
-  const pb = b.tcpPort as number
-  const forwards = `${pa} ${v4.dest}\n8001 ${v4.dest} ${pa}\n8002 ${OTHER_NAME} ${pb}\n`
-  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION: forwards, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }))
+// With EGRESS_WORKERS=2 as well: the daemon keeps the rules, the workers serve the host name.
+for (const workers of ['1', '2']) {
+  t.test(`kernel forwarding, ${workers} worker(s): IP forwards are DNAT rules with no socket of the daemon, the host name is proxied; all leave from EGRESS_SOURCE`, privileged(), async (t) => {
+    const topo = await opsTopology(t, { dns: true })
+    const a = await server(t, topo, v4.dest, { tcp: { mode: 'hello' } })
+    const b = await server(t, topo, other, { tcp: { mode: 'hello' } })
+    const pa = a.tcpPort as number
+    const pb = b.tcpPort as number
+    const forwards = `${pa} ${v4.dest}\n8001 ${v4.dest} ${pa}\n8002 ${OTHER_NAME} ${pb}\n`
+    const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION: forwards, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_WORKERS: workers }))
 
-  const kernelLines = router.logs.filter((l) => l.event === 'kernel-forward').map((l) => [l.port, l.target, l.targetPort])
-  t.same(kernelLines, [[pa, v4.dest, pa], [8001, v4.dest, pa]], 'the daemon says which forwards the kernel carries')
-  const ports = await listening(topo)
-  t.notOk(ports.has(pa) || ports.has(8001), `nothing listens on the kernel forwards' ports ${pa} and 8001`)
-  t.ok(ports.has(8002), 'the host-name forward 8002 has its listener')
+    const kernelLines = router.logs.filter((l) => l.event === 'kernel-forward').map((l) => [l.port, l.target, l.targetPort])
+    t.same(kernelLines, [[pa, v4.dest, pa], [8001, v4.dest, pa]], 'the daemon says which forwards the kernel carries')
+    const ports = await listening(topo)
+    t.notOk(ports.has(pa) || ports.has(8001), `nothing listens on the kernel forwards' ports ${pa} and 8001`)
+    t.ok(ports.has(8002), 'the host-name forward 8002 has its listener')
 
-  const cases = [
-    { port: pa, expect: `${v4.dest}:${pa}`, what: `${pa} → ${v4.dest} (kernel)` },
-    { port: 8001, expect: `${v4.dest}:${pa}`, what: `8001 → ${v4.dest}:${pa} (kernel, target port)` },
-    { port: 8002, expect: `${other}:${pb}`, what: `8002 → ${OTHER_NAME}:${pb} (proxied)` }
-  ]
-  for (const c of cases) {
-    t.same(landing(await tcpRequest(topo, { host: v4.routerPod, port: c.port, send: c.what })), { at: c.expect, from: v4.source }, `${c.what}: reached ${c.expect}, which saw EGRESS_SOURCE`)
-  }
-  t.ok(((await dnatPackets(topo, pa)) ?? 0) > 0, `the DNAT rule for ${pa} counted the connection`)
-  t.ok(((await dnatPackets(topo, 8001)) ?? 0) > 0, 'the DNAT rule for 8001 counted the connection')
-  t.equal(await dnatPackets(topo, 8002), null, 'the host-name forward has no DNAT rule')
+    const cases = [
+      { port: pa, expect: `${v4.dest}:${pa}`, what: `${pa} → ${v4.dest} (kernel)` },
+      { port: 8001, expect: `${v4.dest}:${pa}`, what: `8001 → ${v4.dest}:${pa} (kernel, target port)` },
+      { port: 8002, expect: `${other}:${pb}`, what: `8002 → ${OTHER_NAME}:${pb} (proxied)` }
+    ]
+    for (const c of cases) {
+      t.same(landing(await tcpRequest(topo, { host: v4.routerPod, port: c.port, send: c.what })), { at: c.expect, from: v4.source }, `${c.what}: reached ${c.expect}, which saw EGRESS_SOURCE`)
+    }
+    t.ok(((await dnatPackets(topo, pa)) ?? 0) > 0, `the DNAT rule for ${pa} counted the connection`)
+    t.ok(((await dnatPackets(topo, 8001)) ?? 0) > 0, 'the DNAT rule for 8001 counted the connection')
+    t.equal(await dnatPackets(topo, 8002), null, 'the host-name forward has no DNAT rule')
 
-  const samples = await scrape(topo)
-  t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: '8002' }), 1, 'the proxied forward counted its connection')
-  t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: String(pa) }), null, 'the kernel forward has no process metrics')
-})
+    const samples = await scrape(topo)
+    t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: '8002' }), 1, 'the proxied forward counted its connection')
+    t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: String(pa) }), null, 'the kernel forward has no process metrics')
+  })
+}
 
 t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; connections in flight through them finish', privileged(), async (t) => {
   const topo = await opsTopology(t, { dns: true })
