@@ -3,13 +3,14 @@
  * dnsmasq on the LAN, peer servers in the destination namespace. The forwards to IP addresses are DNAT rules (no
  * socket of the daemon carries them: nothing listens on their ports, their nft counters move), the forward to a
  * host name is the process's; every destination sees EGRESS_SOURCE. SIGHUP moves, removes and adds kernel forwards
- * while connections through them are in flight, and those connections finish intact.
+ * while connections through them are in flight, and those connections finish intact. With two workers the daemon
+ * still owns the rules; with an IPv6 EGRESS_SOURCE the rules are in the ip6 table.
  */
 import t, { type Test } from 'tap'
-import type { Topology } from '../../src/lab/topology.js'
+import { LAB, type Topology } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
 import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer } from '../helpers/peers.js'
-import { distMissing } from '../helpers/router-e2e.js'
+import { daemon, distMissing, redirectEnv, topology } from '../helpers/router-e2e.js'
 import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, reload, scrape, startTransfer, survives, v4 } from '../helpers/ops-e2e.js'
 
 const missing = distMissing()
@@ -124,4 +125,19 @@ t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; conne
   await survives(t, kept, sink, 'kernel forward 7000 (moved)', SIZE)
   await survives(t, removed, sink, 'kernel forward 7001 (removed)', SIZE)
   t.ok((await listening(topo)).has(7003) && !(await listening(topo)).has(7002), 'only the host-name forward 7003 has a listener')
+})
+
+t.test('kernel forwarding with an IPv6 EGRESS_SOURCE: an ip6 DNAT rule, and the destination sees 2001:db8:1::99', privileged(), async (t) => {
+  const v6 = LAB.v6
+  const topo = await topology(t, { ipv6: true })
+  const dest = await server(t, topo, v6.dest, { tcp: { mode: 'hello' } })
+  const port = dest.tcpPort as number
+  await daemon(t, topo, redirectEnv({ EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_DNS_PROXY_DESTINATION: `${port} ${v6.dest}\n8001 ${v6.dest} ${port}\n`, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }, { ipv6: true }))
+  const ports = await listening(topo)
+  t.notOk(ports.has(port) || ports.has(8001), 'nothing listens on the kernel forwards\' ports')
+  for (const p of [port, 8001]) {
+    t.same(landing(await tcpRequest(topo, { host: v6.routerPod, port: p, send: `over ${p}` })), { at: `[${v6.dest}]:${port}`, from: v6.source }, `[${v6.routerPod}]:${p}: reached [${v6.dest}]:${port}, which saw EGRESS_SOURCE`)
+  }
+  const rules = await topo.exec('router', ['nft', 'list', 'chain', 'ip6', 'egress_router', 'nat_prerouting'])
+  t.match(rules.stdout, `dnat to [${v6.dest}]:${port} comment "EGRESS_DNS_PROXY_DESTINATION line 2: 8001 tcp"`, 'the rule is in the ip6 table')
 })
