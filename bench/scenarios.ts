@@ -484,7 +484,6 @@ export function newResult (id: ScenarioId): ScenarioResult {
  */
 export async function runScenario (id: ScenarioId, o: BenchOptions, round: { result?: ScenarioResult, idle?: boolean, label?: string } = {}): Promise<ScenarioResult> {
   const result = round.result ?? newResult(id)
-  const first = round.result === undefined || Object.keys(result.samples).length === 0 && result.error === undefined
   const spec = SPECS[id]
   const dir = mkdtempSync(join(tmpdir(), `erbench-${id}-`))
   // squid and tinyproxy drop to an unprivileged user that must write their logs here
@@ -504,8 +503,8 @@ export async function runScenario (id: ScenarioId, o: BenchOptions, round: { res
     await smoke(topo, spec.access)
     if (round.idle !== false) await idleCurve(topo, spec, result, o)
     await traffic(topo, spec, result, dir, o)
-    // ok while every round so far was
-    if (first || result.ok) result.ok = true
+    // ok while no round so far failed (a failed one set the error)
+    if (result.error === undefined) result.ok = true
   } catch (err) {
     result.ok = false
     result.error = (err instanceof Error ? err.message : String(err)).slice(0, 600)

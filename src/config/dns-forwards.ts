@@ -72,28 +72,21 @@ export function parseDnsForwards (value: string, options: DnsForwardOptions): Gr
   return { ok: true, value: forwards }
 }
 
-/** Relayed by the kernel: a forward to an IP address while EGRESS_DNS_PROXY_FORWARDING=kernel. */
-function inKernel (dns: DnsProxyConfig, f: DnsForward): boolean {
-  return dns.forwarding === 'kernel' && f.target.kind === 'ip'
-}
-
 /** The forwards the process accepts and relays: all of them, or under `kernel` forwarding the host names only. */
 export function proxiedForwards (dns: DnsProxyConfig | null): readonly DnsForward[] {
   if (dns === null) return []
-  return dns.forwarding === 'proxy' ? dns.forwards : dns.forwards.filter(f => !inKernel(dns, f))
+  return dns.forwarding === 'proxy' ? dns.forwards : dns.forwards.filter(f => f.target.kind !== 'ip')
 }
 
 /**
- * The forwards the kernel relays under `kernel` forwarding, as the redirect rules they become: tcp, DNAT to the
- * address and target port (no fallback). Empty otherwise.
+ * The forwards the kernel relays under `kernel` forwarding (those to IP addresses), as the redirect rules they
+ * become: tcp, DNAT to the address and target port (no fallback). Empty otherwise.
  */
 export function kernelForwards (dns: DnsProxyConfig | null): RedirectConfig {
   const rules: PortRedirect[] = []
-  if (dns !== null) {
-    for (const f of dns.forwards) {
-      if (!inKernel(dns, f) || f.target.kind !== 'ip') continue
-      rules.push({ kind: 'port', line: f.line, protocol: 'tcp', port: f.port, target: f.target.address, targetPort: f.targetPort, targetPortGiven: f.targetPort !== f.port })
-    }
+  for (const f of dns?.forwarding === 'kernel' ? dns.forwards : []) {
+    if (f.target.kind !== 'ip') continue
+    rules.push({ kind: 'port', line: f.line, protocol: 'tcp', port: f.port, target: f.target.address, targetPort: f.targetPort, targetPortGiven: f.targetPort !== f.port })
   }
   return { rules, fallback: null }
 }

@@ -113,11 +113,9 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         throw err
       }
       logger.info({ event: 'rules', table: `${earlyRules.nft.family} ${earlyRules.nft.table}`, hash, setupMs: Math.round(setupMs) }, 'nft rules applied')
-      // the daemon owns the rules (its workers, if any, only the listeners): it names the forwards they carry
-      if (config.mode === 'dns-proxy') {
-        for (const r of kernelForwards(config.dnsProxy).rules) {
-          logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort, line: r.line }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
-        }
+      // the daemon owns the rules (its workers, if any, only the listeners): it names the dns-proxy forwards they carry
+      for (const r of kernelForwards(config.dnsProxy).rules) {
+        logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort, line: r.line }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
       }
       rulesSetupMs = setupMs
       readiness.set('rules', true)

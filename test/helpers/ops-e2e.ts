@@ -248,3 +248,10 @@ export async function survives (t: Test, transfer: Transfer, sink: PeerServer, w
   const closed = await sink.waitForReport<Extract<PeerReport, { event: 'closed' }>>((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${what}: the sink's record`, timeoutMs: 10_000 })
   t.equal(closed.received.bytes, size, `${what}: the destination received all ${size} bytes, sha256 matching`)
 }
+
+/** A new 64 KiB connection through the router's port works (`works` says so) and `sink` receives it (sha256 matching). */
+export async function reaches (t: Test, topo: Topology, port: number, sink: PeerServer, works: string, what: string): Promise<void> {
+  const done = await startTransfer(t, topo, { host: v4.routerPod, port, bytes: 64 * 1024 }).done
+  t.ok(done.ok, works)
+  await sink.waitForReport((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what })
+}

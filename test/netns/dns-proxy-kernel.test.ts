@@ -11,7 +11,7 @@ import { LAB, type Topology } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
 import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer } from '../helpers/peers.js'
 import { daemon, distMissing, redirectEnv, topology } from '../helpers/router-e2e.js'
-import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, reload, scrape, startTransfer, survives, v4 } from '../helpers/ops-e2e.js'
+import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, reaches, reload, scrape, startTransfer, survives, v4 } from '../helpers/ops-e2e.js'
 
 const missing = distMissing()
 if (missing !== null) t.fail(missing)
@@ -111,16 +111,8 @@ t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; conne
 
   const refused = await tcpRequest(topo, { host: v4.routerPod, port: 7001, timeoutMs: 2_000 })
   t.equal(refused.ok ? 'connected' : refused.error.code, 'ECONNREFUSED', 'the removed forward 7001 takes no new connections')
-  for (const p of [7002, 7003]) {
-    const fresh = startTransfer(t, topo, { host: v4.routerPod, port: p, bytes: 64 * 1024 })
-    const done = await fresh.done
-    t.ok(done.ok, `the new forward ${p} carries a connection`)
-    await sink.waitForReport((r) => r.event === 'closed' && r.received.sha256 === done.sent.sha256, { what: `${v4.dest} to get the connection through ${p}` })
-  }
-  const moved = startTransfer(t, topo, { host: v4.routerPod, port: 7000, bytes: 64 * 1024 })
-  const movedDone = await moved.done
-  t.ok(movedDone.ok, 'a new connection to the moved forward 7000 works')
-  await sinkOther.waitForReport((r) => r.event === 'closed' && r.received.sha256 === movedDone.sent.sha256, { what: `the new target ${other} to get it` })
+  for (const p of [7002, 7003]) await reaches(t, topo, p, sink, `the new forward ${p} carries a connection`, `${v4.dest} to get the connection through ${p}`)
+  await reaches(t, topo, 7000, sinkOther, 'a new connection to the moved forward 7000 works', `the new target ${other} to get it`)
   t.pass(`and goes to its new target ${other}`)
   await survives(t, kept, sink, 'kernel forward 7000 (moved)', SIZE)
   await survives(t, removed, sink, 'kernel forward 7001 (removed)', SIZE)
