@@ -181,7 +181,8 @@ const FREE_SOCKET_MS = 30_000
  * errors (504) instead of a hanging request. Free connections are kept for the destination's
  * Keep-Alive hint, at most the idle deadline.
  */
-type Undici = typeof import('undici')
+/** undici's module.exports: the `default` of a CommonJS module, under Node's loader and in the bundle alike */
+type Undici = typeof import('undici')['default']
 
 function upstreamPools (undici: Undici, source: IpAddress, limits: ProxyLimits): Pools {
   const { Agent, Pool } = undici
@@ -298,7 +299,8 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   let pools: Pools | null = null
   let poolsLoading: Promise<Pools> | null = null
   const loadPools = (): Promise<Pools> => (poolsLoading ??= import('undici').then(u => {
-    pools = upstreamPools(u, source, limits)
+    // not the named exports: Node derives them from a CommonJS module's source, a bundle keeps only `default`
+    pools = upstreamPools(u.default, source, limits)
     return pools
   }))
   /** every open client connection, with its address parsed once at accept */

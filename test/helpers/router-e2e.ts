@@ -18,8 +18,8 @@ export const PREFIX = 'ere2e-'
 
 /** The daemon runs compiled code: name the missing build instead of failing obscurely. */
 export function distMissing (): string | null {
-  const cli = new URL('../../dist/src/cli.js', import.meta.url)
-  return existsSync(cli) ? null : `dist/ is missing: run \`npx tsc -p tsconfig.json\` before these tests (${ROUTER_BIN} needs it)`
+  const cli = new URL('../../dist/bundle/cli.js', import.meta.url)
+  return existsSync(cli) ? null : `dist/ is missing: run \`npm run build\` before these tests (${ROUTER_BIN} needs it)`
 }
 
 export async function topology (t: Test, opts: Omit<TopologyOptions, 'prefix'> = {}): Promise<Topology> {

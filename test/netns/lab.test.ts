@@ -10,7 +10,7 @@ import { listNamespaces } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
 
 const BIN = fileURLToPath(new URL('../../bin/egress-router', import.meta.url))
-const DIST = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url))
+const DIST = fileURLToPath(new URL('../../dist/bundle/cli.js', import.meta.url))
 
 async function lab (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return await new Promise((resolve) => {

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { dirname, join, posix, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ENTRIES, OUT_DIR } from '../../../scripts/bundle.mjs'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 
@@ -103,10 +104,18 @@ function origin (stage: Stage, path: string, depth = 0): string {
       return origin(other, posix.resolve('/', src) + rest, depth + 1)
     }
   }
-  // not copied: emitted by `npm run build` (tsc) in this stage?
+  // not copied: emitted by `npm run build` (tsc, then scripts/bundle.mjs) in this stage?
   const runs = stage.body.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n')
   const workdir = copies(stage).at(-1)?.workdir ?? '/'
   const outDir = posix.resolve(workdir, tsconfig.compilerOptions.outDir)
+  const bundleDir = posix.resolve(workdir, OUT_DIR)
+  if (/npm run build/.test(runs) && posix.dirname(path) === bundleDir) {
+    const entry = ENTRIES.find((e) => posix.basename(e) === posix.basename(path))
+    if (entry === undefined) throw new Error(`${path}: not an entry of the bundle (${ENTRIES.join(', ')})`)
+    // the bundler must be in the stage to run
+    origin(stage, posix.resolve(workdir, 'scripts/bundle.mjs'), depth + 1)
+    return origin(stage, posix.resolve(outDir, entry), depth + 1)
+  }
   if (/npm run build/.test(runs) && path.startsWith(`${outDir}/`) && path.endsWith('.js')) {
     const source = posix.resolve(workdir, tsconfig.compilerOptions.rootDir, path.slice(outDir.length + 1).replace(/\.js$/, '.ts'))
     return origin(stage, source, depth + 1)
@@ -148,7 +157,7 @@ t.test('every COPY source of the build context exists and is not ignored', async
   t.ok(ignored.some((re) => re.test('dist')), 'so does a host build')
 })
 
-t.test('the entrypoint runs bin/egress-router, which finds the compiled cli', async t => {
+t.test('the entrypoint runs bin/egress-router, which finds the bundled cli', async t => {
   const entry = runtime.body.filter((i) => i.op === 'ENTRYPOINT').at(-1)
   const argv = json<string[]>(entry?.args ?? 'null')
   t.same(argv, ['/usr/local/bin/node', '/app/bin/egress-router'], 'exec form, node of the base image')
@@ -159,7 +168,7 @@ t.test('the entrypoint runs bin/egress-router, which finds the compiled cli', as
   const imported = /import\(['"]([^'"]+)['"]\)/.exec(script)?.[1]
   t.ok(imported !== undefined, 'bin/egress-router imports the cli')
   const target = posix.resolve(posix.dirname(argv[1] as string), imported as string)
-  t.equal(target, '/app/dist/src/cli.js')
+  t.equal(target, '/app/dist/bundle/cli.js')
   const source = origin(runtime, target)
   t.equal(source, 'repo:src/cli.ts', 'built from src/cli.ts')
   t.ok(existsSync(join(ROOT, source.slice('repo:'.length))))
