@@ -146,6 +146,7 @@ export const METRICS: readonly MetricSpec[] = [
   { id: 'rss100', label: 'RSS, 100 idle tunnels', unit: 'MiB', better: 'lower', digits: 1 },
   { id: 'rss1k', label: 'RSS, 1,000 idle tunnels', unit: 'MiB', better: 'lower', digits: 1 },
   { id: 'rss10k', label: 'RSS, 10,000 idle tunnels (or the fd-limited top level)', unit: 'MiB', better: 'lower', digits: 1 },
+  { id: 'rssAfterLoad', label: 'RSS after the traffic workloads, connections closed', unit: 'MiB', better: 'lower', digits: 1 },
   { id: 'kibPerConn1k', label: 'RSS per tunnel at 1,000', unit: 'KiB', better: 'lower', digits: 1 },
   { id: 'kibPerConn10k', label: 'RSS per tunnel at the top level', unit: 'KiB', better: 'lower', digits: 1 },
   { id: 'cpuUsPerConn1k', label: 'CPU per tunnel opened (to 1,000)', unit: 'µs', better: 'lower', digits: 0 },
@@ -181,7 +182,7 @@ export interface Group {
 }
 
 const TRAFFIC = ['tcp1', 'tcp4', 'connPerSec', 'closeP50', 'closeP99', 'reqPerSec', 'kaP50', 'kaP99']
-const MEMORY = ['rssIdle', 'rss100', 'rss1k', 'rss10k', 'kibPerConn1k', 'kibPerConn10k', 'cpuUsPerConn1k', 'cpuUsPerConn10k']
+const MEMORY = ['rssIdle', 'rss100', 'rss1k', 'rss10k', 'rssAfterLoad', 'kibPerConn1k', 'kibPerConn10k', 'cpuUsPerConn1k', 'cpuUsPerConn10k']
 
 /** The dns-proxy targets, against haproxy on as many cores as the forwarder: throughput and new connections/s ≥ 1×. */
 function forwarderTargets (peer: string): Target[] {

@@ -503,6 +503,8 @@ export async function runScenario (id: ScenarioId, o: BenchOptions, round: { res
     await smoke(topo, spec.access)
     if (round.idle !== false) await idleCurve(topo, spec, result, o)
     await traffic(topo, spec, result, dir, o)
+    // what the load left behind: a heap grown under churn (V8's young generation, allocator arenas) stays grown
+    if (spec.idleLevels.length > 0) record(result, 'rssAfterLoad', (await settledStats(topo.ns.router)).rssKiB / 1024)
     // ok while no round so far failed (a failed one set the error)
     if (result.error === undefined) result.ok = true
   } catch (err) {
