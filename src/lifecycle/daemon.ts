@@ -35,6 +35,7 @@ import { watchGateway } from './gateway-check.js'
 import type { WorkerPool } from './worker-pool.js'
 import { drainRedirect } from './redirect-drain.js'
 import { onSignals } from './signals.js'
+import { capYoungGeneration } from './young-generation.js'
 
 export interface DaemonOptions {
   logFormat?: LogFormat
@@ -119,6 +120,9 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       }
       rulesSetupMs = setupMs
       readiness.set('rules', true)
+      // after the rules, so that start-up does not pay for the extra scavenges of a small young generation
+      const heapFlag = capYoungGeneration()
+      logger.debug({ event: 'heap', flag: heapFlag }, heapFlag === null ? 'young generation: as the operator set it' : `young generation: ${heapFlag}`)
     },
     stop: async () => {
       await reconciler?.stop()

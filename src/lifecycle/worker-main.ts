@@ -19,6 +19,7 @@ import { runMirrors } from '../observe/mirrors.js'
 import type { Resolver } from '../dns/resolver.js'
 import { openResolver, startModeServers, type ModeServers } from './mode-servers.js'
 import type { FromWorker, ToWorker } from './worker-protocol.js'
+import { capYoungGeneration } from './young-generation.js'
 
 const id = cluster.worker?.id ?? 0
 
@@ -52,6 +53,7 @@ async function start (m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
   const config = parsed.config
   drainMs = config.drainTimeoutMs
   logger = createLogger({ level: config.logLevel, format: m.logFormat }).child({ worker: id })
+  capYoungGeneration()
   resolver = await openResolver(config, logger)
   servers = await startModeServers({ config, listeners: m.listeners, resolver, logger, metrics, readiness: new ReportedReadiness() })
 }
