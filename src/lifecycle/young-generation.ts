@@ -1,8 +1,9 @@
 /**
  * The size of V8's young generation. Under connection churn V8 grows each of its two semi-spaces from 1 MiB to
  * 16 MiB (growth factor 2) and keeps them: about 30 MiB of RSS in a proxy whose connections are otherwise 15-20 KiB
- * each. A growth factor of 1 keeps them at their starting size. It is set at run time, with
- * v8.setFlagsFromString, because V8 reads it each time it considers growing; on the command line the same kind of
+ * each. A growth factor of 1 stops them growing: they stay at the size they have when it is set, which is after
+ * start-up. It is set at run time, with v8.setFlagsFromString, because V8 reads it each time it considers growing
+ * (test/unit/lifecycle/young-generation.test.ts checks that against V8); on the command line the same kind of
  * flag cost start-up time (rules in place 139 → 183 ms in the bench) and `--max-semi-space-size`, read once when
  * the heap is made, has no effect at run time at all.
  *
