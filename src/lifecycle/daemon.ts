@@ -264,7 +264,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
         const { startWorkerPool } = await import('./worker-pool.js')
         const settings = opts.settings
         if (settings === undefined) throw new Error('internal: EGRESS_WORKERS > 1 needs the settings the configuration was parsed from')
-        pool = await startWorkerPool({ count: workers, settings, listeners: (plan as Plan).listeners, logFormat: opts.logFormat, logger, metrics: metrics as Metrics, readiness })
+        pool = await startWorkerPool({ count: workers, settings, listeners: (plan as Plan).listeners, listenHosts: (plan as Plan).listenHosts, logFormat: opts.logFormat, logger, metrics: metrics as Metrics, readiness })
         const started = pool
         logger.info({ event: 'listening', workers, pids: started.pids() }, `${workers} workers serving`)
         servers = { update: async (_next, settings) => { await started.update(settings) }, close: async (drainMs) => { await started.close(drainMs) } }
@@ -285,7 +285,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       name: 'listeners',
       start: async () => {
         const { startModeServers } = await import('./mode-servers.js')
-        servers = await startModeServers({ config, listeners: (plan as Plan).listeners, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
+        servers = await startModeServers({ config, listeners: (plan as Plan).listeners, listenHosts: (plan as Plan).listenHosts, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
       },
       stop: async () => { await Promise.all([servers?.close(config.drainTimeoutMs), drainKernel()]) }
     })

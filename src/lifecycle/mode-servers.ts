@@ -4,7 +4,6 @@
  * names, whether the names resolved. DNS client statistics are mirrored into the metrics.
  */
 import { readFileSync } from 'node:fs'
-import { networkInterfaces } from 'node:os'
 import type { Logger } from 'pino'
 import { proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
@@ -22,17 +21,6 @@ export interface ModeServers {
 }
 
 const READY_POLL_MS = 1000
-
-/**
- * The pod interface's addresses of EGRESS_SOURCE's family, as the plan's facts take them (no IPv6 link-local), read
- * from the process's own network namespace: for a dns-proxy whose plan has no forward listener to take them from.
- */
-function podHosts (config: Config): string[] {
-  const family = config.source.family === 6 ? 'IPv6' : 'IPv4'
-  return (networkInterfaces()[config.podInterface] ?? [])
-    .filter((a) => a.family === family && !a.address.toLowerCase().startsWith('fe80:'))
-    .map((a) => a.address)
-}
 
 /** The proxy modes' DNS client, from /etc/resolv.conf and the EGRESS_DNS_* clamps. */
 export async function openResolver (config: Config, logger: Logger): Promise<Resolver> {
@@ -63,8 +51,8 @@ function mirrorDnsStats (resolver: Resolver, metrics: Metrics): () => void {
   return () => { clearInterval(timer); metrics.beforeScrape.delete(sync); sync() }
 }
 
-export async function startModeServers (deps: { config: Config, listeners: readonly ListenerPlan[], resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {
-  const { config, listeners, resolver, logger, metrics, readiness } = deps
+export async function startModeServers (deps: { config: Config, listeners: readonly ListenerPlan[], listenHosts: readonly string[], resolver: Resolver, logger: Logger, metrics: Metrics, readiness: Readiness }): Promise<ModeServers> {
+  const { config, listeners, listenHosts, resolver, logger, metrics, readiness } = deps
   const source = { address: config.source.address, family: config.source.family }
   const stopStats = mirrorDnsStats(resolver, metrics)
 
@@ -95,12 +83,10 @@ export async function startModeServers (deps: { config: Config, listeners: reado
   if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
     const { createDnsProxy } = await import('../proxy/dns-forwarder.js')
     const forwards = proxiedForwards(config.dnsProxy)
-    // Every forward in the kernel (EGRESS_DNS_PROXY_FORWARDING=kernel, IP targets only): no listener now, but the
-    // pod side's addresses are known so that a reload adding a host name can open its listeners.
-    const planned = [...new Set(listeners.filter((l) => l.kind === 'dns-forward').map((l) => l.host))]
-    const hosts = planned.length > 0 || forwards.length > 0 ? planned : podHosts(config)
-    if (hosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
-    const proxies: DnsProxy[] = hosts.map((host) => createDnsProxy({
+    // On every pod-side address, also while every forward is in the kernel (EGRESS_DNS_PROXY_FORWARDING=kernel, IP
+    // targets only) and none listens yet: a reload that adds a host name opens its listeners there.
+    if (listenHosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
+    const proxies: DnsProxy[] = listenHosts.map((host) => createDnsProxy({
       forwards,
       listenHost: host,
       sourceAddress: source,
@@ -111,7 +97,7 @@ export async function startModeServers (deps: { config: Config, listeners: reado
     for (const p of proxies) await p.listen()
     for (const f of forwards) {
       const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
-      logger.info({ event: 'listening', kind: 'dns-forward', hosts, port: f.port, target, targetPort: f.targetPort }, `forwarding port ${f.port} to ${target}:${f.targetPort}`)
+      logger.info({ event: 'listening', kind: 'dns-forward', hosts: listenHosts, port: f.port, target, targetPort: f.targetPort }, `forwarding port ${f.port} to ${target}:${f.targetPort}`)
     }
     readiness.set('listeners', true)
     // names resolved: a forward to a name that does not resolve keeps readiness false

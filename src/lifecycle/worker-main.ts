@@ -55,7 +55,7 @@ async function start (m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
   logger = createLogger({ level: config.logLevel, format: m.logFormat }).child({ worker: id })
   capYoungGeneration()
   resolver = await openResolver(config, logger)
-  servers = await startModeServers({ config, listeners: m.listeners, resolver, logger, metrics, readiness: new ReportedReadiness() })
+  servers = await startModeServers({ config, listeners: m.listeners, listenHosts: m.listenHosts, resolver, logger, metrics, readiness: new ReportedReadiness() })
 }
 
 async function update (settings: RawSettings): Promise<string | null> {

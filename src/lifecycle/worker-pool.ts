@@ -74,6 +74,7 @@ export interface WorkerPoolOptions {
   count: number
   settings: RawSettings
   listeners: readonly ListenerPlan[]
+  listenHosts: readonly string[]
   logFormat?: LogFormat
   logger: Logger
   metrics: Metrics
@@ -143,7 +144,7 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
           // a stop sent before its entry module had loaded was lost: it is told again now
           if (closing) { send(slot, { t: 'stop', drainMs: 0 }); return }
           slot.settings = settings
-          send(slot, { t: 'start', settings, listeners, logFormat: opts.logFormat })
+          send(slot, { t: 'start', settings, listeners, listenHosts: opts.listenHosts, logFormat: opts.logFormat })
         } else if (m.t === 'started') {
           slot.running = true
           slot.startedAt = Date.now()

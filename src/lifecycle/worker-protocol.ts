@@ -18,7 +18,7 @@ export type WorkerMetrics = Array<MetricObjectWithValues<MetricValue<string>>>
 
 /** primary → worker */
 export type ToWorker =
-  | { readonly t: 'start', readonly settings: RawSettings, readonly listeners: readonly ListenerPlan[], readonly logFormat?: LogFormat }
+  | { readonly t: 'start', readonly settings: RawSettings, readonly listeners: readonly ListenerPlan[], readonly listenHosts: readonly string[], readonly logFormat?: LogFormat }
   | { readonly t: 'update', readonly id: number, readonly settings: RawSettings }
   | { readonly t: 'metrics', readonly id: number }
   | { readonly t: 'stop', readonly drainMs: number }

@@ -38,6 +38,7 @@ export function buildPlan (config: Config, facts: HostFacts): Plan {
     network,
     nft: nftPlan(config, { macvlan: network.link.name }),
     listeners: config.mode === 'init' ? [] : planListeners(config, facts),
+    listenHosts: listenerHosts(facts),
     cleanupOnStop: config.routing === 'host'
   }
 }

@@ -106,6 +106,12 @@ export interface Plan {
   readonly network: NetworkPlan
   readonly nft: NftPlan
   readonly listeners: readonly ListenerPlan[]
+  /**
+   * The pod interface's addresses (EGRESS_SOURCE's family, no IPv6 link-local): where the proxies listen, never on
+   * EGRESS_SOURCE. The listeners above are on these; a dns-proxy whose forwards are all in the kernel has none yet, and
+   * opens its listeners here when a reload adds a host name.
+   */
+  readonly listenHosts: readonly string[]
   /** whether stopping removes what was created (host routing) or leaves it to the namespace's death (pod) */
   readonly cleanupOnStop: boolean
 }

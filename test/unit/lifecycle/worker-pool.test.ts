@@ -55,6 +55,7 @@ function options (fork: () => PoolWorker, extra: Partial<WorkerPoolOptions> = {}
     count: 2,
     settings: { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_DNS_PROXY_DESTINATION: '53 192.0.2.53' },
     listeners: [],
+    listenHosts: ['198.51.100.1'],
     logger: pino({ level: 'silent' }),
     metrics: createMetrics({ defaultMetrics: false }),
     readiness: new Readiness(),
@@ -73,7 +74,7 @@ t.test('start: each worker gets its settings after hello; ready once all serve',
   const o = options(() => { const f = obliging(new FakeWorker()); forked.push(f); return f })
   const pool = await startWorkerPool(o)
   t.equal(forked.length, 2)
-  for (const f of forked) t.same(f.sent[0], { t: 'start', settings: o.settings, listeners: [], logFormat: undefined }, `worker ${f.id}: start first`)
+  for (const f of forked) t.same(f.sent[0], { t: 'start', settings: o.settings, listeners: [], listenHosts: ['198.51.100.1'], logFormat: undefined }, `worker ${f.id}: start first`)
   t.same(pool.pids().sort(), forked.map((f) => f.process.pid).sort())
   t.same(o.readiness.report().listeners, { ok: true, detail: '' })
   t.equal(await gauge(o.metrics, 'running'), 2)

@@ -108,6 +108,9 @@ t.test('dns-proxy with kernel forwarding: IP forwards become DNAT rules with for
   t.match(text, 'tcp dport 8080 counter dnat to 203.0.113.11:80 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8080 tcp"')
   t.notMatch(text, 'dport 8443', 'the host name is not in the kernel')
   t.same(kernel.listeners.filter((l) => l.kind === 'dns-forward').map((l) => [l.port, l.line]), [[8443, 2]], 'only the host name has a listener')
+  const allInKernel = buildPlan(config({ ...env, EGRESS_DNS_PROXY_DESTINATION: '5432 203.0.113.10', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4)
+  t.same(allInKernel.listeners.filter((l) => l.kind === 'dns-forward'), [], 'every forward in the kernel: no forward listener')
+  t.same(allInKernel.listenHosts, ['198.51.100.1'], 'but the pod side\'s addresses, for a reload that adds a host name')
   t.equal(formatKernelForwards(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel' })),
     'kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):\n  tcp 5432 -> 203.0.113.10:5432    # line 1\n  tcp 8080 -> 203.0.113.11:80    # line 3\n')
   t.equal(formatKernelForwards(config(env)), '', 'proxy forwarding: no such section')
