@@ -42,8 +42,8 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
   if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'egress_router_' })
   const r = [registry]
   const beforeScrape = new Set<() => void>()
-  // Reading a connection metric (a scrape, or get() in a test) first brings the counts the proxies keep
-  // in plain numbers on their hot paths (src/proxy/connection-counters.ts) into prom-client.
+  // Reading a connection or ACL metric (a scrape, or get() in a test) first brings the counts the proxies
+  // keep in plain numbers on their hot paths (src/proxy/connection-counters.ts) into prom-client.
   const collect = (): void => { runMirrors(beforeScrape) }
   return {
     registry,
@@ -51,7 +51,7 @@ export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics
     connectionsActive: new Gauge({ name: 'egress_router_connections_active', help: 'Connections open now', labelNames: ['mode', 'listener'], registers: r, collect }),
     connectionOutcomes: new Counter({ name: 'egress_router_connection_outcomes_total', help: 'Finished connections, requests and tunnels by outcome', labelNames: ['mode', 'listener', 'outcome'], registers: r, collect }),
     bytesTotal: new Counter({ name: 'egress_router_bytes_total', help: 'Bytes relayed, by direction', labelNames: ['mode', 'listener', 'direction'], registers: r, collect }),
-    aclDecisions: new Counter({ name: 'egress_router_acl_decisions_total', help: 'HTTP proxy ACL decisions by rule line', labelNames: ['action', 'rule'], registers: r }),
+    aclDecisions: new Counter({ name: 'egress_router_acl_decisions_total', help: 'HTTP proxy ACL decisions by rule line', labelNames: ['action', 'rule'], registers: r, collect }),
     dnsQueries: new Counter({ name: 'egress_router_dns_queries_total', help: 'DNS queries sent', labelNames: ['type'], registers: r }),
     dnsAnswers: new Counter({ name: 'egress_router_dns_answers_total', help: 'DNS answers received by rcode', labelNames: ['rcode'], registers: r }),
     dnsFailures: new Counter({ name: 'egress_router_dns_failures_total', help: 'DNS lookups that failed (timeouts, SERVFAIL)', labelNames: ['reason'], registers: r }),

@@ -143,6 +143,24 @@ export function normaliseHostName (name: string): string {
  * numeric notation, percent-encoding or full-width digits end up as the canonical address.
  */
 export function parseHost (text: string): ParseResult<TargetHost> {
+  let result = hostCache.get(text)
+  if (result === undefined) {
+    result = parseHostUncached(text)
+    if (hostCache.size >= HOST_CACHE_SIZE) hostCache.clear()
+    hostCache.set(text, result)
+  }
+  return result
+}
+
+/**
+ * Results of parseHost by the exact text, bounded (cleared when full): a proxy sees the same few hosts on
+ * request after request, and the WHATWG parse (`new URL`) was the largest single cost of a keep-alive
+ * request in JavaScript. The results are immutable, so sharing one is safe.
+ */
+const HOST_CACHE_SIZE = 1024
+const hostCache = new Map<string, ParseResult<TargetHost>>()
+
+function parseHostUncached (text: string): ParseResult<TargetHost> {
   if (text === '') return fail('empty host')
   const bracketed = text.startsWith('[')
   if (bracketed ? !/^\[[0-9a-fA-F:.]+\]$/.test(text) : /[\s/?#@\\:[\]]/.test(text)) {

@@ -17,7 +17,7 @@ import type { HttpProxyConfig, IpAddress } from '../../../src/config/types.js'
 import { DnsError } from '../../../src/errors.js'
 import { createMetrics } from '../../../src/observe/metrics.js'
 import type { NameResolver } from '../../../src/proxy/acl.js'
-import { createHttpProxyServer, maxConnectionsForFdLimit, softFdLimit, type HttpProxyServer, type ProxyLimits } from '../../../src/proxy/http-proxy.js'
+import { createHttpProxyServer, downstreamResponseHeaders, maxConnectionsForFdLimit, softFdLimit, upstreamRequestHeaders, type HttpProxyServer, type ProxyLimits } from '../../../src/proxy/http-proxy.js'
 import { aclRules } from '../../helpers/acl.js'
 
 type T = Test
@@ -253,6 +253,26 @@ t.test('response hop-by-hop fields and those named in Connection are stripped; r
   t.notMatch(head, /timeout=99/)
   t.match(head, /set-cookie: a=1\r\nset-cookie: b=2/)
   t.match(head, /via: 1\.1 egress-router/)
+})
+
+t.test('the fields a Connection header names are dropped per message, also when one text is seen again and again', async t => {
+  const names = (flat: readonly string[]): string[] => flat.filter((_, i) => i % 2 === 0).map(n => n.toLowerCase())
+  const fields = (connection: string | undefined): IncomingHttpHeaders =>
+    ({ ...(connection === undefined ? {} : { connection }), 'x-a': '1', 'x-b': '2', 'content-type': 'text/plain' })
+  for (let round = 0; round < 3; round++) {
+    t.same(names(downstreamResponseHeaders(fields('X-A'), false)), ['x-b', 'content-type', 'via'], `round ${round}: x-a named`)
+    t.same(names(downstreamResponseHeaders(fields('x-b, keep-alive'), false)), ['x-a', 'content-type', 'via'], `round ${round}: x-b named`)
+    t.same(names(downstreamResponseHeaders(fields(undefined), false)), ['x-a', 'x-b', 'content-type', 'via'], `round ${round}: none named`)
+  }
+  t.same(names(downstreamResponseHeaders({ connection: ['x-a', 'x-b'] as unknown as string, 'x-a': '1', 'x-b': '2', 'x-c': '3' }, true)), ['x-c', 'via', 'connection'],
+    'two Connection lines both count')
+  // past the memo's bound (256 texts) it starts over and still answers right
+  for (let i = 0; i < 600; i++) {
+    const kept = names(downstreamResponseHeaders({ connection: `x-${i}`, [`x-${i}`]: 'v', [`x-${i + 1}`]: 'w' }, false))
+    if (kept.includes(`x-${i}`) || !kept.includes(`x-${i + 1}`)) t.fail(`text ${i}: ${kept.join(',')}`)
+  }
+  const up = names(upstreamRequestHeaders(['Connection', 'X-Secret, close', 'X-Secret', 's', 'Content-Length', '0', 'Host', 'h'], 'dest.test'))
+  t.same(up, ['host', 'content-length', 'via'], 'Content-Length survives being named; the client\'s Host is replaced')
 })
 
 t.test('POST of several MB arrives intact (checksum), streamed both ways', async t => {

@@ -54,6 +54,23 @@ t.test('names come out lower case, punycoded, without the trailing dot', async t
   }
 })
 
+t.test('a host parsed again gives the same answer, also past the bound of remembered hosts', async t => {
+  for (let round = 0; round < 2; round++) {
+    t.same(hostOf('0xc0000207'), v4('192.0.2.7'), `round ${round}: a literal`)
+    t.same(hostOf('API.example.com.'), { kind: 'name', name: 'api.example.com' }, `round ${round}: a name`)
+    t.ok((hostOf('a..b') as { error?: string }).error !== undefined, `round ${round}: a refusal`)
+  }
+  // 3000 distinct hosts: the cache (1024) is cleared twice on the way; each still parses to itself
+  for (let i = 0; i < 3000; i++) {
+    const name = `h${i}.example.com`
+    const got = hostOf(name.toUpperCase())
+    if ((got as { name?: string }).name !== name) t.fail(`${name}: ${JSON.stringify(got)}`)
+    const address = `198.51.${i >> 8 & 0xff}.${i & 0xff}`
+    if (JSON.stringify(hostOf(address)) !== JSON.stringify(v4(address))) t.fail(address)
+  }
+  t.same(hostOf('0xc0000207'), v4('192.0.2.7'), 'the first literal, after the clears')
+})
+
 t.test('random IPv4 addresses written in random inet_aton notations parse back to themselves', async t => {
   const radix = fc.constantFrom<'dec' | 'hex' | 'oct'>('dec', 'hex', 'oct')
   const write = (n: number, r: 'dec' | 'hex' | 'oct'): string => r === 'dec' ? String(n) : r === 'hex' ? `0x${n.toString(16)}` : `0${n.toString(8)}`
