@@ -20,6 +20,7 @@ import { EgressError } from '../errors.js'
 import type { Metrics, Outcome } from '../observe/metrics.js'
 import { connectionCounters } from './connection-counters.js'
 import { adoptAccepted } from './read-buffers.js'
+import { boundedMemo } from './memo.js'
 import { admit, admitAddress, compileAcl, compileClientFilter, describeDenial, type Admission, type CompiledAcl, type NameResolver } from './acl.js'
 import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
 import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
@@ -112,8 +113,7 @@ const NO_TOKENS: ReadonlySet<string> = new Set()
  * The sets for one-line Connection fields by their text: nearly every message has none or the same
  * `keep-alive` / `close`, and splitting it anew was a measurable part of a keep-alive request. Bounded.
  */
-const TOKEN_CACHE_SIZE = 256
-const tokenCache = new Map<string, ReadonlySet<string>>()
+const lineTokens = boundedMemo(256, (line: string) => tokensOf([line]))
 
 function connectionTokens (values: ReadonlyArray<string | string[] | undefined>): ReadonlySet<string> {
   const lines: string[] = []
@@ -123,14 +123,7 @@ function connectionTokens (values: ReadonlyArray<string | string[] | undefined>)
   }
   if (lines.length === 0) return NO_TOKENS
   if (lines.length > 1) return tokensOf(lines)
-  const line = lines[0] as string
-  let tokens = tokenCache.get(line)
-  if (tokens === undefined) {
-    tokens = tokensOf(lines)
-    if (tokenCache.size >= TOKEN_CACHE_SIZE) tokenCache.clear()
-    tokenCache.set(line, tokens)
-  }
-  return tokens
+  return lineTokens(lines[0] as string)
 }
 
 function tokensOf (lines: readonly string[]): ReadonlySet<string> {

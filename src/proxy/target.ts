@@ -9,6 +9,7 @@
  */
 import { isIPv4, isIPv6 } from 'node:net'
 import type { ForwardTarget, IpAddress } from '../config/types.js'
+import { boundedMemo } from './memo.js'
 
 export type ParseResult<T> = { readonly ok: true, readonly value: T } | { readonly ok: false, readonly reason: string }
 
@@ -143,13 +144,7 @@ export function normaliseHostName (name: string): string {
  * numeric notation, percent-encoding or full-width digits end up as the canonical address.
  */
 export function parseHost (text: string): ParseResult<TargetHost> {
-  let result = hostCache.get(text)
-  if (result === undefined) {
-    result = parseHostUncached(text)
-    if (hostCache.size >= HOST_CACHE_SIZE) hostCache.clear()
-    hostCache.set(text, result)
-  }
-  return result
+  return cachedParseHost(text)
 }
 
 /**
@@ -157,8 +152,7 @@ export function parseHost (text: string): ParseResult<TargetHost> {
  * request after request, and the WHATWG parse (`new URL`) was the largest single cost of a keep-alive
  * request in JavaScript. The results are immutable, so sharing one is safe.
  */
-const HOST_CACHE_SIZE = 1024
-const hostCache = new Map<string, ParseResult<TargetHost>>()
+const cachedParseHost = boundedMemo(1024, (text: string) => parseHostUncached(text))
 
 function parseHostUncached (text: string): ParseResult<TargetHost> {
   if (text === '') return fail('empty host')
