@@ -274,12 +274,20 @@ interface Rules {
   readonly clientAllowed: (address: IpAddress) => boolean
   readonly connectPorts: HttpProxyConfig['connectPorts']
   readonly accessLog: boolean
-  readonly byAddress: Map<string, Admission>
+  /** the admission of an IP-literal target, remembered by its canonical text for as long as these rules */
+  readonly admitAddress: (address: IpAddress) => Admission
 }
 
-const compileRules = (config: HttpProxyConfig): Rules => ({
-  acl: compileAcl(config.acl), clientAllowed: compileClientFilter(config.clients), connectPorts: config.connectPorts, accessLog: config.accessLog, byAddress: new Map()
-})
+const compileRules = (config: HttpProxyConfig, family: IpAddress['family']): Rules => {
+  const acl = compileAcl(config.acl)
+  return {
+    acl,
+    clientAllowed: compileClientFilter(config.clients),
+    connectPorts: config.connectPorts,
+    accessLog: config.accessLog,
+    admitAddress: boundedMemo(ADDRESS_CACHE_SIZE, (address: IpAddress) => admitAddress(acl, address, family), (address) => address.address)
+  }
+}
 
 export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer {
   const { config, resolver, logger: log, metrics } = opts
@@ -287,7 +295,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   const source = parseIpAddress(opts.sourceAddress)
   if (source === null) throw new TypeError(`sourceAddress '${opts.sourceAddress}' is not an IP address`)
   // Swapped as a whole by update() (SIGHUP): a request sees the old rules or the new ones, never a mix.
-  let rules = compileRules(config)
+  let rules = compileRules(config, source.family)
   const listener = String(config.port)
   const labels = { mode: MODE, listener }
 
@@ -355,14 +363,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   const admission = (target: RequestTarget): Admission | Promise<Admission> => {
     const host = target.host
     if (host.kind === 'name') return admit(rules.acl, resolver, host, source.family)
-    const cache = rules.byAddress
-    let a = cache.get(host.address.address)
-    if (a === undefined) {
-      if (cache.size >= ADDRESS_CACHE_SIZE) cache.clear()
-      a = admitAddress(rules.acl, host.address, source.family)
-      cache.set(host.address.address, a)
-    }
-    return a
+    return rules.admitAddress(host.address)
   }
 
   const judge = (socket: Socket, target: RequestTarget, method: string, a: Admission): GuardResult => {
@@ -644,7 +645,7 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
 
     update (next) {
       if (next.port !== config.port) log.warn({ port: config.port, requested: next.port }, 'the http proxy port changes only on restart')
-      rules = compileRules(next)
+      rules = compileRules(next, source.family)
       log.info({ rules: next.acl.length }, 'http proxy ACL updated')
     },
 

@@ -21,3 +21,12 @@ t.test('past its size the table starts again: memory stays bounded, answers stay
   t.same(id('a'), { k: 'a' })
   t.same(calls, ['a', 'b', 'c', 'a'])
 })
+
+t.test('an argument that is not a string is remembered by the key keyOf names', async t => {
+  const calls: number[] = []
+  const double = boundedMemo(4, (o: { n: number }) => { calls.push(o.n); return o.n * 2 }, (o) => o.n)
+  t.equal(double({ n: 1 }), 2)
+  t.equal(double({ n: 1 }), 2, 'a different object with the same key')
+  t.equal(double({ n: 2 }), 4)
+  t.same(calls, [1, 2])
+})
