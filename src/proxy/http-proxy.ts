@@ -21,6 +21,7 @@ import type { Metrics, Outcome } from '../observe/metrics.js'
 import { connectionCounters } from './connection-counters.js'
 import { adoptAccepted } from './read-buffers.js'
 import { boundedMemo } from './memo.js'
+import { loadUndiciCore, type UndiciCore } from './undici-core.js'
 import { admit, admitAddress, compileAcl, compileClientFilter, describeDenial, type Admission, type CompiledAcl, type NameResolver } from './acl.js'
 import { STATUS_TEXT, handleConnect, upstreamFailure, type GuardResult, type Refusal, type TunnelContext } from './connect-tunnel.js'
 import { formatHost, formatTarget, parseAbsoluteTarget, parseIpAddress, type RequestTarget } from './target.js'
@@ -196,10 +197,7 @@ const FREE_SOCKET_MS = 30_000
  * errors (504) instead of a hanging request. Free connections are kept for the destination's
  * Keep-Alive hint, at most the idle deadline.
  */
-/** undici's module.exports: the `default` of a CommonJS module, under Node's loader and in the bundle alike */
-type Undici = typeof import('undici')['default']
-
-function upstreamPools (undici: Undici, source: IpAddress, limits: ProxyLimits): Pools {
+function upstreamPools (undici: UndiciCore, source: IpAddress, limits: ProxyLimits): Pools {
   const { Agent, Pool } = undici
   const connector = undici.buildConnector({ family: source.family, timeout: limits.connectTimeoutMs, noDelay: true })
   return new Agent({
@@ -224,7 +222,7 @@ function upstreamPools (undici: Undici, source: IpAddress, limits: ProxyLimits):
  * synchronously, so the connector refuses a connect made in that same turn; a later one (a real
  * request) connects as usual.
  */
-function noReconnectAfterAbort (undici: Undici, origin: string | URL, opts: Client.Options, connector: buildConnector.connector): Client {
+function noReconnectAfterAbort (undici: UndiciCore, origin: string | URL, opts: Client.Options, connector: buildConnector.connector): Client {
   let afterAbort = false
   const client = new undici.Client(origin, {
     ...opts,
@@ -324,9 +322,8 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   // egress) never needs it, and starts ~100 ms sooner and ~11 MiB smaller without it.
   let pools: Pools | null = null
   let poolsLoading: Promise<Pools> | null = null
-  const loadPools = (): Promise<Pools> => (poolsLoading ??= import('undici').then(u => {
-    // not the named exports: Node derives them from a CommonJS module's source, a bundle keeps only `default`
-    pools = upstreamPools(u.default, source, limits)
+  const loadPools = (): Promise<Pools> => (poolsLoading ??= loadUndiciCore().then(u => {
+    pools = upstreamPools(u, source, limits)
     return pools
   }))
   /** every open client connection, with its address parsed once at accept */

@@ -1,6 +1,7 @@
 /**
  * undici is loaded for the first plain-HTTP request only: a proxy that carries only CONNECT tunnels
- * (HTTPS egress) never loads it. Its own file, so that no other test has loaded undici into this process.
+ * (HTTPS egress) never loads it, and then only its dispatchers (src/proxy/undici-core.ts), not its index with
+ * fetch, WebSocket and the mock agents. Its own file, so that no other test has loaded undici into this process.
  */
 import t from 'tap'
 import { createRequire } from 'node:module'
@@ -11,7 +12,8 @@ import { createHttpProxyServer } from '../../../src/proxy/http-proxy.js'
 import { createMetrics } from '../../../src/observe/metrics.js'
 import { aclRules } from '../../helpers/acl.js'
 
-const undiciLoaded = (): boolean => Object.keys(createRequire(import.meta.url).cache).some(k => k.includes('/node_modules/undici/'))
+const loaded = (part: string): boolean => Object.keys(createRequire(import.meta.url).cache).some(k => k.includes(`/node_modules/undici/${part}`))
+const undiciLoaded = (): boolean => loaded('')
 
 /** Sends `text` on a new connection to the proxy and resolves with the first chunk of the answer. */
 function exchange (port: number, text: string): Promise<{ first: string, socket: ReturnType<typeof connect> }> {
@@ -55,4 +57,8 @@ t.test('a proxy that only tunnels never loads undici; the first plain request lo
   plain.socket.destroy()
   t.match(plain.first, /^HTTP\/1\.1 200 /, 'the first plain request is served')
   t.ok(undiciLoaded(), 'and has loaded undici')
+  t.ok(loaded('lib/dispatcher/agent.js'), 'its Agent')
+  t.notOk(loaded('index.js'), 'not its index')
+  t.notOk(loaded('lib/web/'), 'nor fetch, WebSocket, EventSource')
+  t.notOk(loaded('lib/mock/'), 'nor the mock agents')
 })
