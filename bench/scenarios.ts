@@ -450,8 +450,14 @@ async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir:
       o.say(`bench:   run ${run}/${o.runs}`)
       for (const streams of [1, 4]) {
         await attempt(result, `tcp${streams}`, o, async () => {
+          // the router's CPU while it carries the stream(s): near 100% per core it is the limit, well below it the
+          // limit is elsewhere (the load's CPU, the CONNECT shim)
+          const before = await namespaceStats(topo.ns.router)
+          const started = performance.now()
           const r = await iperf(topo, o.pin, { ...iperfTarget, streams, seconds: o.seconds })
+          const cpu = ((await namespaceStats(topo.ns.router)).cpuMs - before.cpuMs) / (performance.now() - started)
           record(result, `tcp${streams}`, r.gbps)
+          result.notes.push(`bulk ${streams} stream${streams > 1 ? 's' : ''} run ${run}: ${r.gbps.toFixed(2)} Gbit/s, router CPU ${(100 * cpu).toFixed(0)}%`)
         })
       }
       for (const close of [true, false]) {
