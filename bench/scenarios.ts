@@ -457,7 +457,9 @@ async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir:
           const r = await iperf(topo, o.pin, { ...iperfTarget, streams, seconds: o.seconds })
           const cpu = ((await namespaceStats(topo.ns.router)).cpuMs - before.cpuMs) / (performance.now() - started)
           record(result, `tcp${streams}`, r.gbps)
-          result.notes.push(`bulk ${streams} stream${streams > 1 ? 's' : ''} run ${run}: ${r.gbps.toFixed(2)} Gbit/s, router CPU ${(100 * cpu).toFixed(0)}%`)
+          // numbered across rounds (each round runs a scenario once)
+          const nth = result.samples[`tcp${streams}`]?.length ?? 0
+          result.notes.push(`bulk ${streams} stream${streams > 1 ? 's' : ''} sample ${nth}: ${r.gbps.toFixed(2)} Gbit/s, router CPU ${(100 * cpu).toFixed(0)}%`)
         })
       }
       for (const close of [true, false]) {
