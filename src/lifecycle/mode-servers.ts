@@ -56,7 +56,7 @@ export async function startModeServers (deps: { config: Config, listeners: reado
   const source = { address: config.source.address, family: config.source.family }
   const stopStats = mirrorDnsStats(resolver, metrics)
 
-  // Each mode loads only its own server: the http proxy brings undici (~11 MiB of RSS), which a
+  // Each mode loads only its own server: the http proxy brings undici's dispatchers (several MiB of RSS), which a
   // dns-proxy has no use for.
   if (config.mode === 'http-proxy' && config.httpProxy !== null) {
     const { createHttpProxyServer } = await import('../proxy/http-proxy.js')
