@@ -98,10 +98,20 @@ export function answerOnSocket (socket: Socket, refusal: Refusal, lingerMs = REF
 }
 
 /**
- * TCP connection from `source` to address:port, failing with ERR_UPSTREAM_CONNECT_TIMEOUT after
- * timeoutMs. `signal` aborts it (the client went away).
+ * A tunnel's client as seen while the tunnel is being set up: `gone` once it closed; `cancel`, while set,
+ * stops what is in progress (the upstream connect). A plain object rather than an AbortController: one is
+ * made per tunnel, and an AbortSignal is an EventTarget.
  */
-export function connectUpstream (address: IpAddress, port: number, source: IpAddress, timeoutMs: number, signal?: AbortSignal): Promise<Socket> {
+export interface ClientWatch {
+  gone: boolean
+  cancel: (() => void) | null
+}
+
+/**
+ * TCP connection from `source` to address:port, failing with ERR_UPSTREAM_CONNECT_TIMEOUT after
+ * timeoutMs; with ERR_CLIENT_GONE when `watch.cancel` is called (the client went away).
+ */
+export function connectUpstream (address: IpAddress, port: number, source: IpAddress, timeoutMs: number, watch?: ClientWatch): Promise<Socket> {
   return new Promise((resolve, reject) => {
     // noDelay: tunnel bytes (a TLS handshake, a small request) go out as they come, never held for an ACK.
     // Reads into relay-owned buffers (read-buffers.ts): the download direction is written on without an allocation per read.
@@ -109,9 +119,8 @@ export function connectUpstream (address: IpAddress, port: number, source: IpAdd
     const timer = setTimeout(() => {
       socket.destroy(new EgressError('ERR_UPSTREAM_CONNECT_TIMEOUT', `connect to ${address.address} port ${port} timed out after ${timeoutMs} ms`))
     }, timeoutMs).unref()
-    const onAbort = (): void => { socket.destroy(new EgressError('ERR_CLIENT_GONE', 'the client went away')) }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    const done = (): void => { clearTimeout(timer); signal?.removeEventListener('abort', onAbort) }
+    if (watch !== undefined) watch.cancel = () => { socket.destroy(new EgressError('ERR_CLIENT_GONE', 'the client went away')) }
+    const done = (): void => { clearTimeout(timer); if (watch !== undefined) watch.cancel = null }
     socket.once('error', error => { done(); reject(error) })
     socket.once('connect', () => { done(); socket.removeAllListeners('error'); resolve(socket) })
   })
@@ -144,8 +153,8 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
   client.on('error', early)
   const onIdle = (): void => { client.destroy() }
   client.setTimeout(ctx.idleTimeoutMs, onIdle)
-  const gone = new AbortController()
-  const onGone = (): void => gone.abort()
+  const watch: ClientWatch = { gone: false, cancel: null }
+  const onGone = (): void => { watch.gone = true; watch.cancel?.() }
   client.once('close', onGone)
 
   const refuse = (refusal: Refusal): void => {
@@ -165,13 +174,13 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     }
     const guard = await ctx.guard(client, target, 'CONNECT')
     if (!guard.ok) return refuse(guard.refusal)
-    if (gone.signal.aborted) return ctx.finish('aborted')
+    if (watch.gone) return ctx.finish('aborted')
 
     let upstream: Socket
     try {
-      upstream = await connectUpstream(guard.address, target.port, ctx.source, ctx.connectTimeoutMs, gone.signal)
+      upstream = await connectUpstream(guard.address, target.port, ctx.source, ctx.connectTimeoutMs, watch)
     } catch (error) {
-      if (gone.signal.aborted) return ctx.finish('aborted')
+      if (watch.gone) return ctx.finish('aborted')
       return refuse(upstreamFailure(error))
     }
     if (client.destroyed) { upstream.destroy(); return ctx.finish('aborted') }
@@ -183,7 +192,8 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     const result = await relay(client, upstream, ctx)
     // A tunnel broken by an error counts as aborted, as it always has.
     const outcome: Outcome = result.outcome === 'error' ? 'aborted' : result.outcome
-    log.debug({
+    // built only when written: this runs once per tunnel
+    if (log.isLevelEnabled('debug')) log.debug({
       client: client.remoteAddress, clientPort: client.remotePort, target: formatTarget(target), address: guard.address.address,
       upstreamBytes: result.up + head.length, downstreamBytes: result.down,
       durationMs: Math.round(performance.now() - startedAt), outcome, err: result.error

@@ -259,9 +259,18 @@ interface ClientInfo {
   readonly text: string
 }
 
+/**
+ * A client's address, parsed once per peer address text: clients repeat (a cluster's pods, a host's few
+ * processes), and parsing and re-formatting the address was the largest piece of JavaScript in accepting a
+ * connection. Bounded like the other tables (memo.ts); the ClientInfo is shared, hence readonly.
+ */
+const clientInfoOf = boundedMemo(1024, (peer: string | undefined): ClientInfo => {
+  const address = parseIpAddress(peer ?? '')
+  return { address, text: address?.address ?? String(peer) }
+})
+
 function describeClient (socket: Socket): ClientInfo {
-  const address = parseIpAddress(socket.remoteAddress ?? '')
-  return { address, text: address?.address ?? String(socket.remoteAddress) }
+  return clientInfoOf(socket.remoteAddress)
 }
 
 /** Verdicts for IP-literal targets, kept as long as the compiled rules they came from; bounded. */
