@@ -227,8 +227,10 @@ function workers (raw: RawSettings, issues: Issues, modeName: ModeName | null, m
 }
 
 /** The number of worker processes to run: 'auto' is one per available CPU, in the proxy modes only. */
-export function resolveWorkers (config: Pick<Config, 'workers' | 'mode'>, cpus: number): number {
+export function resolveWorkers (config: Pick<Config, 'workers' | 'mode' | 'dnsProxy'>, cpus: number): number {
   if (config.mode !== 'http-proxy' && config.mode !== 'dns-proxy') return 1
+  // every forward is a DNAT rule: no process accepts or relays ('auto' included; a number > 1 is rejected)
+  if (config.dnsProxy?.forwarding === 'kernel') return 1
   return config.workers === 'auto' ? Math.max(1, Math.min(MAX_WORKERS, cpus)) : config.workers
 }
 
@@ -263,6 +265,9 @@ function parse (raw: RawSettings, issues: Issues): Config | null {
   const dnsForwarding = oneOf<DnsForwarding>(raw, issues, 'EGRESS_DNS_PROXY_FORWARDING', ['proxy', 'kernel'], 'proxy')
   if (dnsForwarding === 'kernel' && mode !== null && mode !== 'dns-proxy') {
     issues.add('EGRESS_DNS_PROXY_FORWARDING', 'kernel', `applies to dns-proxy mode only; ${modeName ?? mode} mode has no dns-proxy forwards`)
+  }
+  if (dnsForwarding === 'kernel' && mode === 'dns-proxy' && typeof workerCount === 'number' && workerCount > 1) {
+    issues.add('EGRESS_WORKERS', String(workerCount), 'with EGRESS_DNS_PROXY_FORWARDING=kernel every forward relays in the kernel and no workers run')
   }
   const drainTimeoutMs = duration(raw, issues, 'EGRESS_DRAIN_TIMEOUT', 25_000)
   const minTtlMs = duration(raw, issues, 'EGRESS_DNS_MIN_TTL', 2_000)

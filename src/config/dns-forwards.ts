@@ -10,7 +10,7 @@
  */
 import { parseHostname, parseIp, parsePort } from './addr.js'
 import { type GrammarResult, ruleLines, targetProblem } from './destination.js'
-import type { DnsForward, DnsProxyConfig, Family, ForwardTarget, PortRedirect, RedirectConfig } from './types.js'
+import type { DnsForward, DnsProxyConfig, Family, ForwardTarget } from './types.js'
 
 export interface DnsForwardOptions {
   /** the family of EGRESS_SOURCE; address targets of the other family cannot be reached */
@@ -72,21 +72,22 @@ export function parseDnsForwards (value: string, options: DnsForwardOptions): Gr
   return { ok: true, value: forwards }
 }
 
-/** The forwards the process accepts and relays: all of them, or under `kernel` forwarding the host names only. */
+/** The forwards the process accepts and relays: every one under `proxy` forwarding, none under `kernel`. */
 export function proxiedForwards (dns: DnsProxyConfig | null): readonly DnsForward[] {
-  if (dns === null) return []
-  return dns.forwarding === 'proxy' ? dns.forwards : dns.forwards.filter(f => f.target.kind !== 'ip')
+  return dns === null || dns.forwarding === 'kernel' ? [] : dns.forwards
 }
 
 /**
- * The forwards the kernel relays under `kernel` forwarding (those to IP addresses), as the redirect rules they
- * become: tcp, DNAT to the address and target port (no fallback). Empty otherwise.
+ * The forwards the kernel relays: every one under `kernel` forwarding (DNAT rules, see plan/kernel-nat.ts), none
+ * under `proxy`. A host-name target's rule follows the name's current addresses.
  */
-export function kernelForwards (dns: DnsProxyConfig | null): RedirectConfig {
-  const rules: PortRedirect[] = []
-  for (const f of dns?.forwarding === 'kernel' ? dns.forwards : []) {
-    if (f.target.kind !== 'ip') continue
-    rules.push({ kind: 'port', line: f.line, protocol: 'tcp', port: f.port, target: f.target.address, targetPort: f.targetPort, targetPortGiven: f.targetPort !== f.port })
-  }
-  return { rules, fallback: null }
+export function kernelForwards (dns: DnsProxyConfig | null): readonly DnsForward[] {
+  return dns?.forwarding === 'kernel' ? dns.forwards : []
+}
+
+/** The host names the kernel forwards follow, lower case, each once, in line order. */
+export function kernelNames (dns: DnsProxyConfig | null): readonly string[] {
+  const names = new Set<string>()
+  for (const f of kernelForwards(dns)) if (f.target.kind === 'name') names.add(f.target.name.toLowerCase())
+  return [...names]
 }

@@ -34,7 +34,7 @@ export const VARIABLES: readonly VariableSpec[] = Object.freeze([
   v('EGRESS_HTTP_PROXY_DESTINATION_FILE', '<path>', 'read EGRESS_HTTP_PROXY_DESTINATION from this file (re-read on SIGHUP)', { file: 'EGRESS_HTTP_PROXY_DESTINATION' }),
   v('EGRESS_DNS_PROXY_DESTINATION', '<forwards>', 'dns-proxy forwards, one per line: <port> <ip-or-hostname> [<targetport>]'),
   v('EGRESS_DNS_PROXY_DESTINATION_FILE', '<path>', 'read EGRESS_DNS_PROXY_DESTINATION from this file (re-read on SIGHUP)', { file: 'EGRESS_DNS_PROXY_DESTINATION' }),
-  v('EGRESS_DNS_PROXY_FORWARDING', '<proxy|kernel>', 'dns-proxy forwards to IP addresses: proxy = the process relays them; kernel = DNAT, as redirect mode (no per-connection metrics or address retry). Host names are always proxied', { default: 'proxy' }),
+  v('EGRESS_DNS_PROXY_FORWARDING', '<proxy|kernel>', 'who relays the dns-proxy forwards: proxy = the process accepts and connects; kernel = DNAT rules, as redirect mode, a host name\'s rule following its resolved addresses (no per-connection metrics or address retry; EGRESS_WORKERS does not apply)', { default: 'proxy' }),
   v('EGRESS_INTERFACE', '<link>', "parent NIC for the macvlan (default: the default route's link)"),
   v('EGRESS_MACVLAN_NAME', '<name>', 'name of the macvlan link; an existing link of that name is adopted', { default: 'macvlan0' }),
   v('EGRESS_MACVLAN_MODE', '<mode>', 'macvlan mode: bridge, private, vepa or passthru', { default: 'bridge' }),

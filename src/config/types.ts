@@ -102,9 +102,9 @@ export interface DnsForward {
 }
 
 /**
- * EGRESS_DNS_PROXY_FORWARDING: who relays a forward whose target is an IP address. `proxy` (the
- * default, as the OpenShift image's haproxy): the process accepts and connects. `kernel`: a DNAT rule,
- * as in redirect mode, and no process in the data path. Host-name targets are always the process's.
+ * EGRESS_DNS_PROXY_FORWARDING: who relays the forwards. `proxy` (the default, as the OpenShift image's
+ * haproxy): the process accepts and connects. `kernel`: DNAT rules, as in redirect mode, and no process
+ * in the data path; a host-name target's rule is rewritten as the name's addresses change.
  */
 export type DnsForwarding = 'proxy' | 'kernel'
 

@@ -10,7 +10,7 @@ import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { loadConfig } from '../cli.js'
 import { resolveWorkers } from '../config/config.js'
-import { kernelForwards } from '../config/dns-forwards.js'
+import { kernelForwards, kernelNames } from '../config/dns-forwards.js'
 import type { Config, RawSettings } from '../config/types.js'
 import { formatIssue } from '../errors.js'
 import { gatherFacts } from '../apply/facts.js'
@@ -25,12 +25,13 @@ import { createLogger, type LogFormat } from '../observe/log.js'
 import type { Metrics } from '../observe/metrics.js'
 import { notify, readyState, reloadingState, stoppingState } from '../observe/sd-notify.js'
 import { FWMARK } from '../plan/marks.js'
-import { relaysInKernel } from '../plan/kernel-nat.js'
+import { kernelNat, NO_NAMES, relaysInKernel, type NatRule, type ResolvedNames } from '../plan/kernel-nat.js'
 import { nftPlan } from '../plan/nft-script.js'
 import { buildPlan } from '../plan/plan.js'
 import type { Plan } from '../plan/types.js'
 import type { Resolver } from '../dns/resolver.js'
 import { Lifecycle, StartError } from './hooks.js'
+import type { KernelNames } from './kernel-names.js'
 import { watchGateway } from './gateway-check.js'
 import type { WorkerPool } from './worker-pool.js'
 import { drainRedirect } from './redirect-drain.js'
@@ -88,6 +89,7 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
   let servers: Serving | null = null
   let pool: WorkerPool | null = null
   const workers = resolveWorkers(config, availableParallelism())
+  const kernelForwarding = config.mode === 'dns-proxy' && config.dnsProxy?.forwarding === 'kernel'
   let stopGateway: (() => void) | null = null
   let network: ApplyNetworkResult | null = null
   const nft = createNftRunner()
@@ -115,8 +117,10 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       }
       logger.info({ event: 'rules', table: `${earlyRules.nft.family} ${earlyRules.nft.table}`, hash, setupMs: Math.round(setupMs) }, 'nft rules applied')
       // the daemon owns the rules (its workers, if any, only the listeners): it names the dns-proxy forwards they carry
-      for (const r of kernelForwards(config.dnsProxy).rules) {
-        logger.info({ event: 'kernel-forward', port: r.port, target: r.target.address, targetPort: r.targetPort, line: r.line }, `port ${r.port} to ${r.target.address}:${r.targetPort} in the kernel (DNAT)`)
+      for (const f of kernelForwards(config.dnsProxy)) {
+        if (f.target.kind !== 'ip') continue
+        const target = f.target.address.address
+        logger.info({ event: 'kernel-forward', port: f.port, target, targetPort: f.targetPort, line: f.line }, `port ${f.port} to ${target}:${f.targetPort} in the kernel (DNAT)`)
       }
       rulesSetupMs = setupMs
       readiness.set('rules', true)
@@ -284,6 +288,11 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     life.append({
       name: 'listeners',
       start: async () => {
+        if (kernelForwarding) {
+          // the host names' rules follow their answers from the 'kernel names' step, once the reconciler has the plan
+          readiness.set('listeners', true, 'every forward is in the kernel (DNAT rules)')
+          return
+        }
         const { startModeServers } = await import('./mode-servers.js')
         servers = await startModeServers({ config, listeners: (plan as Plan).listeners, listenHosts: (plan as Plan).listenHosts, resolver: resolver as Resolver, logger, metrics: metrics as Metrics, readiness })
       },
@@ -313,6 +322,63 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
     }
   })
 
+  // Rule rewrites (a kernel forward's name resolved to new addresses) and reloads, one at a time: each builds its
+  // rules from the configuration and the answers current when it runs.
+  let rulesChain: Promise<unknown> = Promise.resolve()
+  const serially = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = rulesChain.then(fn)
+    rulesChain = run.catch(() => undefined)
+    return await run
+  }
+  let names: KernelNames | null = null
+  // the host-name rules last logged, to log only what a rewrite changes
+  let nameRules: readonly NatRule[] = []
+  const noteNameRules = (resolved: ResolvedNames): void => {
+    const rules = (kernelNat(config, resolved)?.rules ?? []).filter((r) => r.name !== null)
+    logNameRules(logger, nameRules, rules)
+    nameRules = rules
+    const missing = [...new Set(rules.filter((r) => r.targets.length === 0).map((r) => r.name as string))]
+    readiness.set('names', missing.length === 0, missing.length === 0 ? '' : `no address yet for ${missing.join(', ')}`)
+  }
+  if (kernelForwarding) {
+    let retry: NodeJS.Timeout | null = null
+    const rewrite = async (): Promise<void> => {
+      const p = plan
+      const follow = names
+      if (p === null || follow === null || reconciler === null) return
+      const resolved = new Map(follow.resolved)
+      const next: Plan = { ...p, nft: nftPlan(config, { macvlan: p.network.link.name, resolved }) }
+      if (next.nft.script === p.nft.script) return
+      try {
+        await reconciler.applyRules(next)
+        plan = next
+        noteNameRules(resolved)
+      } catch (err) {
+        // the rules applied last stay (the reconciler keeps them); try again soon, the answer may move on meanwhile
+        logger.error({ event: 'kernel-forward-failed', err }, `could not rewrite the kernel forwards' rules: ${(err as Error)?.message ?? String(err)}; retrying in 5 s`)
+        retry ??= setTimeout(() => { retry = null; void serially(rewrite) }, 5_000)
+        retry.unref()
+      }
+    }
+    life.append({
+      name: 'kernel names',
+      start: async () => {
+        const { followKernelNames } = await import('./kernel-names.js')
+        names = followKernelNames({ names: kernelNames(config.dnsProxy), resolver: resolver as Resolver, logger: logger.child({ component: 'dns-proxy' }), onChange: () => { void serially(rewrite) } })
+        const follow = names
+        servers = { update: async (next) => { follow.follow(kernelNames(next.dnsProxy)) }, close: async () => {} }
+        noteNameRules(NO_NAMES)
+        await serially(rewrite)
+      },
+      stop: async () => {
+        names?.close()
+        names = null
+        if (retry !== null) clearTimeout(retry)
+        await rulesChain
+      }
+    })
+  }
+
   try {
     await life.start()
   } catch (err) {
@@ -339,9 +405,14 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       reload: async () => {
         void notify(reloadingState())
         try {
-          const next = await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, plan: plan as Plan, servers })
-          if (next !== null) plan = next.plan
-          if (next !== null) config = next.config
+          await serially(async () => {
+            const resolved = new Map(names?.resolved ?? NO_NAMES)
+            const next = await reload(config, opts, { logger, nl: nl as Rtnl, reconciler: reconciler as Reconciler, plan: plan as Plan, servers, resolved })
+            if (next === null) return
+            plan = next.plan
+            config = next.config
+            if (kernelForwarding) noteNameRules(resolved)
+          })
         } catch (err) {
           // The configuration was valid but applying it failed part-way (nft rejected it, a listener could not
           // open): say so; what was applied stays, the reconciler keeps the rules it last applied.
@@ -352,6 +423,20 @@ export async function runDaemon (config: Config, opts: DaemonOptions = {}): Prom
       }
     })
   })
+}
+
+/** What a rewrite of the kernel forwards' rules changed for their host names, one line per forward that changed. */
+function logNameRules (logger: Logger, before: readonly NatRule[], after: readonly NatRule[]): void {
+  const was = new Map(before.map((r) => [r.line, r.targets.map((a) => a.address).join(', ')]))
+  for (const r of after) {
+    if (r.name === null) continue
+    const addresses = r.targets.map((a) => a.address)
+    const previous = was.get(r.line)
+    if (previous === addresses.join(', ') || (previous === undefined && addresses.length === 0)) continue
+    const fields = { event: 'kernel-forward', port: r.port, target: r.name, addresses, targetPort: r.targetPort, line: r.line }
+    if (addresses.length === 0) logger.warn(fields, `port ${r.port}: ${r.name} has no usable address now; its DNAT rule is removed and the port refuses connections`)
+    else logger.info(fields, `port ${r.port} to ${r.name} (${addresses.join(', ')}):${r.targetPort} in the kernel (DNAT)`)
+  }
 }
 
 function failed (logger: Logger, err: unknown): number {
@@ -368,7 +453,7 @@ function failed (logger: Logger, err: unknown): number {
  * listeners added and removed) without dropping established connections; an invalid one is rejected with the
  * usual error lines and the old one stays.
  */
-async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, plan: Plan, servers: Serving | null }): Promise<{ config: Config, plan: Plan } | null> {
+async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logger, nl: Rtnl, reconciler: Reconciler, plan: Plan, servers: Serving | null, resolved: ResolvedNames }): Promise<{ config: Config, plan: Plan } | null> {
   const { logger, reconciler } = deps
   const loaded = loadConfig(opts.env ?? process.env, opts.flags ?? {})
   if ('issues' in loaded) {
@@ -385,7 +470,7 @@ async function reload (config: Config, opts: DaemonOptions, deps: { logger: Logg
   }
   const old = deps.plan
   const facts = await gatherFacts(next, deps.nl)
-  const fresh = buildPlan(next, { ...facts, macvlanExists: old.network.link.action === 'adopt', parent: old.network.link.parent })
+  const fresh = buildPlan(next, { ...facts, macvlanExists: old.network.link.action === 'adopt', parent: old.network.link.parent }, deps.resolved)
   // only the destinations changed: the network stays exactly as set up
   const plan: Plan = { ...fresh, network: old.network }
   const hash = await reconciler.applyRules(plan)

@@ -83,8 +83,8 @@ export async function startModeServers (deps: { config: Config, listeners: reado
   if (config.mode === 'dns-proxy' && config.dnsProxy !== null) {
     const { createDnsProxy } = await import('../proxy/dns-forwarder.js')
     const forwards = proxiedForwards(config.dnsProxy)
-    // On every pod-side address, also while every forward is in the kernel (EGRESS_DNS_PROXY_FORWARDING=kernel, IP
-    // targets only) and none listens yet: a reload that adds a host name opens its listeners there.
+    // On every pod-side address. (Under EGRESS_DNS_PROXY_FORWARDING=kernel the daemon has no listeners to start:
+    // every forward is a DNAT rule, see kernel-names.ts.)
     if (listenHosts.length === 0) throw new Error(`no address on ${config.podInterface} to listen on`)
     const proxies: DnsProxy[] = listenHosts.map((host) => createDnsProxy({
       forwards,

@@ -79,6 +79,9 @@ function operand (v: unknown): string {
       case 'set': return `{ ${(Array.isArray(inner) ? inner : [inner]).map(operand).join(', ')} }`
       case 'prefix': return `${String(o.addr)}/${String(o.len)}`
       case 'range': return Array.isArray(inner) ? inner.map(operand).join('-') : '?'
+      case 'numgen': return `numgen ${String(o.mode)} mod ${String(o.mod)}`
+      // `numgen inc mod 2 map { 0 : a, 1 : b }`: the elements are [key, value] pairs
+      case 'map': return `${operand(o.key)} map ${operand(o.data)}`
     }
     return key
   }
@@ -99,7 +102,7 @@ function statement (e: unknown): string {
     }
     case 'mangle': return `${operand(o.key)} set ${operand(o.value)}`
     case 'dnat':
-    case 'snat': return `${key} to ${String(o.addr ?? '')}${o.port === undefined ? '' : `:${String(o.port)}`}`
+    case 'snat': return `${key} to ${operand(o.addr ?? '')}${o.port === undefined ? '' : `:${String(o.port)}`}`
     case 'reject': return `reject${o.type === undefined ? '' : ` with ${String(o.type)}`}${o.expr === undefined ? '' : ` ${String(o.expr)}`}`
     case 'rule-text': return String(inner)
     case 'jump':

@@ -11,7 +11,7 @@
  */
 import type { Config } from '../config/types.js'
 import type { NftPlan } from './types.js'
-import { buildRuleset, type Chain, type Effect, type Match, type Rule, type Ruleset, type Verdict } from './ruleset.js'
+import { buildRuleset, type Chain, type Effect, type Match, type Rule, type Ruleset, type RulesetOptions, type Verdict } from './ruleset.js'
 
 /**
  * nft strings have no escapes: a name or comment with a quote, backslash or control character would change
@@ -64,6 +64,8 @@ function renderVerdict (v: Verdict, family: Ruleset['family']): string {
       ? 'reject with tcp reset'
       : `reject with ${family === 'ip6' ? 'icmpv6' : 'icmp'} port-unreachable`
     case 'dnat': return `dnat to ${address(v.to, v.port)}`
+    // the map's addresses are bare (no brackets for IPv6); the port follows the map
+    case 'dnat-spread': return `dnat to numgen inc mod ${v.to.length} map { ${v.to.map((a, i) => `${i} : ${a.address}`).join(', ')} } : ${v.port}`
     case 'snat': return `snat to ${address(v.to, null)}`
   }
 }
@@ -107,7 +109,7 @@ export function renderNftScript (ruleset: Ruleset): string {
 }
 
 /** The nft part of the Plan: family `ip` for an IPv4 EGRESS_SOURCE, `ip6` for IPv6; our one table. */
-export function nftPlan (config: Config, opts: { readonly macvlan: string }): NftPlan {
+export function nftPlan (config: Config, opts: RulesetOptions): NftPlan {
   const ruleset = buildRuleset(config, opts)
   return { family: ruleset.family, table: ruleset.table, script: renderNftScript(ruleset) }
 }

@@ -4,6 +4,7 @@
  */
 import { kernelForwards, proxiedForwards } from '../config/dns-forwards.js'
 import type { Config } from '../config/types.js'
+import { NO_NAMES, type ResolvedNames } from './kernel-nat.js'
 import { nftPlan } from './nft-script.js'
 import { planNetwork } from './network.js'
 import type { HostFacts, ListenerPlan, Plan, RoutePlan, RulePlan } from './types.js'
@@ -18,7 +19,7 @@ export function planListeners (config: Config, facts: HostFacts): ListenerPlan[]
   if (config.httpProxy !== null) {
     for (const host of listenerHosts(facts)) listeners.push({ kind: 'http-proxy', host, port: config.httpProxy.port })
   }
-  // Forwards the kernel relays (EGRESS_DNS_PROXY_FORWARDING=kernel) are DNAT rules in the nft plan, not listeners.
+  // Forwards the kernel relays (EGRESS_DNS_PROXY_FORWARDING=kernel: all of them) are DNAT rules, not listeners.
   if (config.dnsProxy !== null) {
     for (const f of proxiedForwards(config.dnsProxy)) {
       const target = f.target.kind === 'ip' ? f.target.address.address : f.target.name
@@ -31,12 +32,13 @@ export function planListeners (config: Config, facts: HostFacts): ListenerPlan[]
   return listeners
 }
 
-export function buildPlan (config: Config, facts: HostFacts): Plan {
+/** `resolved`: the current addresses of kernel forwards' host names (none known yet by default). */
+export function buildPlan (config: Config, facts: HostFacts, resolved: ResolvedNames = NO_NAMES): Plan {
   const network = planNetwork(config, facts)
   return {
     mode: config.mode,
     network,
-    nft: nftPlan(config, { macvlan: network.link.name }),
+    nft: nftPlan(config, { macvlan: network.link.name, resolved }),
     listeners: config.mode === 'init' ? [] : planListeners(config, facts),
     listenHosts: listenerHosts(facts),
     cleanupOnStop: config.routing === 'host'
@@ -110,11 +112,14 @@ export function formatPlan (plan: Plan): string {
 
 /**
  * The dns-proxy forwards the kernel relays (EGRESS_DNS_PROXY_FORWARDING=kernel), for `plan` to print after the
- * listeners: they are DNAT rules in the nft script above, with no listener of their own. '' when there are none.
+ * listeners: DNAT rules with no listener of their own. Those to addresses are in the nft script above; those to
+ * host names are added once the running daemon has resolved them. '' when there are none.
  */
 export function formatKernelForwards (config: Config): string {
-  const rules = kernelForwards(config.dnsProxy).rules
-  if (rules.length === 0) return ''
-  const lines = rules.map((r) => `  tcp ${r.port} -> ${hostPort(r.target.address, r.targetPort)}    # line ${r.line}`)
+  const forwards = kernelForwards(config.dnsProxy)
+  if (forwards.length === 0) return ''
+  const lines = forwards.map((f) => f.target.kind === 'ip'
+    ? `  tcp ${f.port} -> ${hostPort(f.target.address.address, f.targetPort)}    # line ${f.line}`
+    : `  tcp ${f.port} -> ${f.target.name}:${f.targetPort}    # line ${f.line}; DNAT to its addresses once resolved, rewritten as they change`)
   return ['kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):', ...lines].join('\n') + '\n'
 }

@@ -6,8 +6,9 @@
  *
  * - redirect modes (init / redirect): connections arriving on EGRESS_POD_INTERFACE for an address of the router
  *   itself are DNATed per EGRESS_DESTINATION line; the fallback line takes every other port and protocol.
- *   dns-proxy forwards to IP addresses under EGRESS_DNS_PROXY_FORWARDING=kernel get the same DNAT rules, as tcp
- *   lines without a fallback (kernel-nat.ts), and none of the pod-side refusal below: the other forwards listen.
+ *   dns-proxy forwards under EGRESS_DNS_PROXY_FORWARDING=kernel get the same DNAT rules, as tcp lines without a
+ *   fallback (kernel-nat.ts), and none of the pod-side refusal below. A forward to a host name DNATs to the name's
+ *   current addresses (several: in turn, `numgen inc`), and has no rule while it has none.
  *   Only traffic addressed to the router (`fib daddr type local`) is redirected, so traffic merely routed
  *   through the pod interface (host routing) is left alone.
  *   The health port (EGRESS_HEALTH_ADDRESS) is exempt from the fallback so probes reach the router itself —
@@ -28,7 +29,7 @@
  *   Replies are not marked: they must follow the main table back to the client.
  */
 import type { Config, IpAddress, Protocol } from '../config/types.js'
-import { kernelNat } from './kernel-nat.js'
+import { kernelNat, type ResolvedNames } from './kernel-nat.js'
 import { FWMARK, NFT_TABLE, ROUTE_TABLE } from './marks.js'
 
 export { FWMARK, ROUTE_TABLE }
@@ -84,6 +85,8 @@ export type Verdict =
   | { readonly kind: 'reject', readonly with: 'tcp-reset' | 'port-unreachable' }
   /** `dnat to ADDR[:PORT]`; port null keeps the original port */
   | { readonly kind: 'dnat', readonly to: IpAddress, readonly port: number | null }
+  /** `dnat to numgen inc mod N map { 0 : ADDR, ... } :PORT`: new connections take the addresses in turn */
+  | { readonly kind: 'dnat-spread', readonly to: readonly IpAddress[], readonly port: number }
   /** `snat to ADDR` */
   | { readonly kind: 'snat', readonly to: IpAddress }
 
@@ -129,15 +132,21 @@ export function nftFamily (config: Config): NftFamily {
   return config.source.family === 6 ? 'ip6' : 'ip'
 }
 
-export function buildRuleset (config: Config, opts: { readonly macvlan: string }): Ruleset {
+export interface RulesetOptions {
+  readonly macvlan: string
+  /** the current addresses of kernel forwards' host names (default: none known yet) */
+  readonly resolved?: ResolvedNames
+}
+
+export function buildRuleset (config: Config, opts: RulesetOptions): Ruleset {
   const family = nftFamily(config)
   const icmp = family === 'ip6' ? 'icmpv6' as const : 'icmp' as const
   const lan = opts.macvlan
   const pod = config.podInterface
   const host = config.routing === 'host'
-  const nat = kernelNat(config)
+  const nat = kernelNat(config, opts.resolved)
   // the redirect modes' own rules; dns-proxy forwards in the kernel have DNAT rules, not these
-  const redirect = nat?.variable === 'EGRESS_DESTINATION' ? nat.redirect : null
+  const redirect = nat?.variable === 'EGRESS_DESTINATION' ? config.redirect : null
   const health = config.health
 
   const chains: Chain[] = []
@@ -146,9 +155,11 @@ export function buildRuleset (config: Config, opts: { readonly macvlan: string }
   if (nat !== null) {
     const toRouter: Match[] = [{ kind: 'iifname', name: pod }, { kind: 'local-destination' }]
     const mark: Effect[] = host ? [{ kind: 'set-ct-mark', mark: FWMARK }] : []
-    const rules: Rule[] = nat.redirect.rules.map(r => rule(
+    const rules: Rule[] = nat.rules.filter(r => r.targets.length > 0).map(r => rule(
       [...toRouter, { kind: 'dport', protocol: r.protocol, port: r.port }],
-      { kind: 'dnat', to: r.target, port: r.targetPort },
+      r.targets.length === 1
+        ? { kind: 'dnat', to: r.targets[0] as IpAddress, port: r.targetPort }
+        : { kind: 'dnat-spread', to: r.targets, port: r.targetPort },
       `${nat.variable} line ${r.line}: ${r.port} ${r.protocol}`,
       { effects: mark, counter: true }))
     if (redirect !== null && redirect.fallback !== null) {

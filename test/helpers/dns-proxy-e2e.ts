@@ -19,6 +19,7 @@ import { stopChild } from '../../src/lab/exec.js'
 import { startRouter, type RouterProcess } from '../../src/lab/router-process.js'
 import { buildTopology, LAB, type Topology } from '../../src/lab/topology.js'
 import { waitFor } from '../../src/lab/wait.js'
+import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer, type TcpMode } from './peers.js'
 
 /** Network-namespace prefix of these tests (parallel test files must not collide). */
 export const PREFIX = 'erdnse2e-'
@@ -104,6 +105,44 @@ export function dnsProxyEnv (forwards: string, extra: Record<string, string> = {
     EGRESS_DNS_MIN_TTL: '1s',
     ...extra
   }
+}
+
+/** Every destination address of the lab topology. */
+export const ALL_DEST = [v4.dest, ...v4.destExtra]
+
+/** Where a connection through the router landed ("203.0.113.10:4711") and the source the destination saw. */
+export function landing (r: ClientResult): { at: string, from: string } | { error: string } {
+  if (!r.ok) return { error: r.error.code }
+  if (r.greeting === null) return { error: 'no greeting' }
+  return { at: r.greeting.local, from: hostOf(r.greeting.peer) }
+}
+
+/** One peer server per address, all on the same port (a forward has one target port for every address). */
+export async function serversOnOnePort (t: Test, topo: Topology, hosts: readonly string[], mode: TcpMode): Promise<{ port: number, servers: Map<string, PeerServer> }> {
+  const servers = new Map<string, PeerServer>()
+  let port = 0
+  for (const host of hosts) {
+    const s = await startPeerServer(topo, { host, tcp: { port, mode } })
+    t.teardown(s.stop)
+    port = s.tcpPort as number
+    servers.set(host, s)
+  }
+  return { port, servers }
+}
+
+/** n connections one after the other through the router's port; how many reached each destination address. */
+export async function spread (topo: Topology, port: number, n: number): Promise<{ counts: Record<string, number>, failures: string[], strangers: string[] }> {
+  const counts: Record<string, number> = Object.fromEntries(ALL_DEST.map((a) => [a, 0]))
+  const failures: string[] = []
+  const strangers: string[] = []
+  for (let i = 0; i < n; i++) {
+    const l = landing(await tcpRequest(topo, { host: v4.routerPod, port, send: `connection ${i}` }))
+    if ('error' in l) { failures.push(l.error); continue }
+    const host = hostOf(l.at)
+    counts[host] = (counts[host] ?? 0) + 1
+    if (l.from !== v4.source) strangers.push(l.from)
+  }
+  return { counts, failures, strangers }
 }
 
 /** Starts the daemon (SIGTERM in t.teardown, SIGKILL if it hangs); by default waits until it is ready. */

@@ -3,54 +3,18 @@
  * on the LAN answering for the forwards' names, clients in the client namespace, and peer servers in the
  * destination namespace reporting which address each connection reached and from which source.
  */
-import t, { type Test } from 'tap'
-import { LAB, type Topology } from '../../src/lab/topology.js'
+import t from 'tap'
+import { LAB } from '../../src/lab/topology.js'
 import { waitFor } from '../../src/lab/wait.js'
 import { distMissing } from '../helpers/router-e2e.js'
-import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer, type TcpMode } from '../helpers/peers.js'
+import { hostOf, startPeerServer, tcpRequest, type PeerServer } from '../helpers/peers.js'
 import { privileged } from '../helpers/privileged.js'
-import { dnsDaemon, dnsTopology, readyz, startDnsmasq, streamClient } from '../helpers/dns-proxy-e2e.js'
+import { ALL_DEST, dnsDaemon, dnsTopology, landing, readyz, serversOnOnePort, spread, startDnsmasq, streamClient } from '../helpers/dns-proxy-e2e.js'
 
 const missing = distMissing()
 if (missing !== null) t.fail(missing)
 
 const v4 = LAB.v4
-const ALL_DEST = [v4.dest, ...v4.destExtra]
-
-/** Where a connection through the router landed ("203.0.113.10:4711") and the source the destination saw. */
-function landing (r: ClientResult): { at: string, from: string } | { error: string } {
-  if (!r.ok) return { error: r.error.code }
-  if (r.greeting === null) return { error: 'no greeting' }
-  return { at: r.greeting.local, from: hostOf(r.greeting.peer) }
-}
-
-/** One peer server per address, all on the same port (a forward has one target port for every address). */
-async function serversOnOnePort (t: Test, topo: Topology, hosts: readonly string[], mode: TcpMode): Promise<{ port: number, servers: Map<string, PeerServer> }> {
-  const servers = new Map<string, PeerServer>()
-  let port = 0
-  for (const host of hosts) {
-    const s = await startPeerServer(topo, { host, tcp: { port, mode } })
-    t.teardown(s.stop)
-    port = s.tcpPort as number
-    servers.set(host, s)
-  }
-  return { port, servers }
-}
-
-/** n connections one after the other through the router's port; how many reached each destination address. */
-async function spread (topo: Topology, port: number, n: number): Promise<{ counts: Record<string, number>, failures: string[], strangers: string[] }> {
-  const counts: Record<string, number> = Object.fromEntries(ALL_DEST.map((a) => [a, 0]))
-  const failures: string[] = []
-  const strangers: string[] = []
-  for (let i = 0; i < n; i++) {
-    const l = landing(await tcpRequest(topo, { host: v4.routerPod, port, send: `connection ${i}` }))
-    if ('error' in l) { failures.push(l.error); continue }
-    const host = hostOf(l.at)
-    counts[host] = (counts[host] ?? 0) + 1
-    if (l.from !== v4.source) strangers.push(l.from)
-  }
-  return { counts, failures, strangers }
-}
 
 t.test('IP and host-name forwards, with and without a target port, reach the destination from EGRESS_SOURCE', privileged(), async (t) => {
   const topo = await dnsTopology(t)

@@ -1,15 +1,16 @@
 /**
  * dns-proxy mode with EGRESS_DNS_PROXY_FORWARDING=kernel, end to end: the real daemon in the router namespace,
- * dnsmasq on the LAN, peer servers in the destination namespace. The forwards to IP addresses are DNAT rules (no
- * socket of the daemon carries them: nothing listens on their ports, their nft counters move), the forward to a
- * host name is the process's; every destination sees EGRESS_SOURCE. SIGHUP moves, removes and adds kernel forwards
- * while connections through them are in flight, and those connections finish intact. With two workers the daemon
- * still owns the rules; with an IPv6 EGRESS_SOURCE the rules are in the ip6 table.
+ * dnsmasq on the LAN, peer servers in the destination namespace. Every forward is a DNAT rule, those to host names
+ * included (no socket of the daemon carries them: nothing listens on their ports, their nft counters move); every
+ * destination sees EGRESS_SOURCE. SIGHUP moves, removes and adds kernel forwards while connections through them are
+ * in flight, and those connections finish intact. With an IPv6 EGRESS_SOURCE the rules are in the ip6 table. How a
+ * host name's rule follows its answers is in dns-proxy-kernel-names.test.ts.
  */
 import t, { type Test } from 'tap'
 import { LAB, type Topology } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
-import { hostOf, startPeerServer, tcpRequest, type ClientResult, type PeerServer } from '../helpers/peers.js'
+import { startPeerServer, tcpRequest, type PeerServer } from '../helpers/peers.js'
+import { landing } from '../helpers/dns-proxy-e2e.js'
 import { daemon, distMissing, redirectEnv, topology } from '../helpers/router-e2e.js'
 import { configFile, DEST_NAME, metric, OTHER_NAME, opsDaemon, opsEnv, opsTopology, reaches, reload, scrape, startTransfer, survives, v4 } from '../helpers/ops-e2e.js'
 
@@ -26,13 +27,6 @@ async function server (t: Test, topo: Topology, host: string, opts: Parameters<t
   const s = await startPeerServer(topo, { ...opts, host })
   t.teardown(s.stop)
   return s
-}
-
-/** Where a connection through the router landed ("203.0.113.10:4711") and the source the destination saw. */
-function landing (r: ClientResult): { at: string, from: string } | { error: string } {
-  if (!r.ok) return { error: r.error.code }
-  if (r.greeting === null) return { error: 'no greeting' }
-  return { at: r.greeting.local, from: hostOf(r.greeting.peer) }
 }
 
 /** The TCP ports something listens on in the router namespace. */
@@ -56,40 +50,34 @@ async function dnatPackets (topo: Topology, port: number): Promise<number | null
   return null
 }
 
-// With EGRESS_WORKERS=2 as well: the daemon keeps the rules, the workers serve the host name.
-for (const workers of ['1', '2']) {
-  t.test(`kernel forwarding, ${workers} worker(s): IP forwards are DNAT rules with no socket of the daemon, the host name is proxied; all leave from EGRESS_SOURCE`, privileged(), async (t) => {
-    const topo = await opsTopology(t, { dns: true })
-    const a = await server(t, topo, v4.dest, { tcp: { mode: 'hello' } })
-    const b = await server(t, topo, other, { tcp: { mode: 'hello' } })
-    const pa = a.tcpPort as number
-    const pb = b.tcpPort as number
-    const forwards = `${pa} ${v4.dest}\n8001 ${v4.dest} ${pa}\n8002 ${OTHER_NAME} ${pb}\n`
-    const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION: forwards, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_WORKERS: workers }))
+t.test('kernel forwarding: every forward, the host name too, is a DNAT rule with no socket of the daemon; all leave from EGRESS_SOURCE', privileged(), async (t) => {
+  const topo = await opsTopology(t, { dns: true })
+  const a = await server(t, topo, v4.dest, { tcp: { mode: 'hello' } })
+  const b = await server(t, topo, other, { tcp: { mode: 'hello' } })
+  const pa = a.tcpPort as number
+  const pb = b.tcpPort as number
+  const forwards = `${pa} ${v4.dest}\n8001 ${v4.dest} ${pa}\n8002 ${OTHER_NAME} ${pb}\n`
+  const router = await opsDaemon(t, topo, opsEnv('dns-proxy', { EGRESS_DNS_PROXY_DESTINATION: forwards, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }))
+  // ready means the name resolved and its rule is in
+  const kernelLines = router.logs.filter((l) => l.event === 'kernel-forward').map((l) => [l.port, l.target, l.targetPort, l.addresses ?? null])
+  t.same(kernelLines, [[pa, v4.dest, pa, null], [8001, v4.dest, pa, null], [8002, OTHER_NAME, pb, [other]]], 'the daemon says which forwards the kernel carries, and where the name points')
+  const ports = await listening(topo)
+  t.notOk(ports.has(pa) || ports.has(8001) || ports.has(8002), `nothing listens on the forwards' ports ${pa}, 8001 and 8002`)
 
-    const kernelLines = router.logs.filter((l) => l.event === 'kernel-forward').map((l) => [l.port, l.target, l.targetPort])
-    t.same(kernelLines, [[pa, v4.dest, pa], [8001, v4.dest, pa]], 'the daemon says which forwards the kernel carries')
-    const ports = await listening(topo)
-    t.notOk(ports.has(pa) || ports.has(8001), `nothing listens on the kernel forwards' ports ${pa} and 8001`)
-    t.ok(ports.has(8002), 'the host-name forward 8002 has its listener')
+  const cases = [
+    { port: pa, expect: `${v4.dest}:${pa}`, what: `${pa} → ${v4.dest}` },
+    { port: 8001, expect: `${v4.dest}:${pa}`, what: `8001 → ${v4.dest}:${pa} (target port)` },
+    { port: 8002, expect: `${other}:${pb}`, what: `8002 → ${OTHER_NAME}:${pb} (host name)` }
+  ]
+  for (const c of cases) {
+    t.same(landing(await tcpRequest(topo, { host: v4.routerPod, port: c.port, send: c.what })), { at: c.expect, from: v4.source }, `${c.what}: reached ${c.expect}, which saw EGRESS_SOURCE`)
+  }
+  for (const p of [pa, 8001, 8002]) t.ok(((await dnatPackets(topo, p)) ?? 0) > 0, `the DNAT rule for ${p} counted the connection`)
 
-    const cases = [
-      { port: pa, expect: `${v4.dest}:${pa}`, what: `${pa} → ${v4.dest} (kernel)` },
-      { port: 8001, expect: `${v4.dest}:${pa}`, what: `8001 → ${v4.dest}:${pa} (kernel, target port)` },
-      { port: 8002, expect: `${other}:${pb}`, what: `8002 → ${OTHER_NAME}:${pb} (proxied)` }
-    ]
-    for (const c of cases) {
-      t.same(landing(await tcpRequest(topo, { host: v4.routerPod, port: c.port, send: c.what })), { at: c.expect, from: v4.source }, `${c.what}: reached ${c.expect}, which saw EGRESS_SOURCE`)
-    }
-    t.ok(((await dnatPackets(topo, pa)) ?? 0) > 0, `the DNAT rule for ${pa} counted the connection`)
-    t.ok(((await dnatPackets(topo, 8001)) ?? 0) > 0, 'the DNAT rule for 8001 counted the connection')
-    t.equal(await dnatPackets(topo, 8002), null, 'the host-name forward has no DNAT rule')
-
-    const samples = await scrape(topo)
-    t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: '8002' }), 1, 'the proxied forward counted its connection')
-    t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: String(pa) }), null, 'the kernel forward has no process metrics')
-  })
-}
+  const samples = await scrape(topo)
+  t.equal(metric(samples, 'egress_router_connections_total', { mode: 'dns-proxy', listener: '8002' }), null, 'no process metrics: no process relays')
+  t.notOk(router.logs.some((l) => l.event === 'listening'), 'and nothing was opened to listen (no forwarder, no workers)')
+})
 
 t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; connections in flight through them finish', privileged(), async (t) => {
   const topo = await opsTopology(t, { dns: true })
@@ -103,7 +91,7 @@ t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; conne
   await kept.waitFor('started')
   await removed.waitFor('started')
 
-  // 7000 moves to another address, 7001 goes, 7002 is new in the kernel, 7003 is a host name (the process's)
+  // 7000 moves to another address, 7001 goes, 7002 is new, 7003 is new and a host name
   forwards.write(`7000 ${other} ${sinkOther.tcpPort as number}\n7002 ${v4.dest} ${port}\n7003 ${DEST_NAME} ${port}\n`)
   const ok = await reload(router)
   t.equal(ok.event, 'reloaded', `valid: reloaded (${JSON.stringify(ok)})`)
@@ -116,7 +104,8 @@ t.test('kernel forwarding: SIGHUP moves, removes and adds kernel forwards; conne
   t.pass(`and goes to its new target ${other}`)
   await survives(t, kept, sink, 'kernel forward 7000 (moved)', SIZE)
   await survives(t, removed, sink, 'kernel forward 7001 (removed)', SIZE)
-  t.ok((await listening(topo)).has(7003) && !(await listening(topo)).has(7002), 'only the host-name forward 7003 has a listener')
+  const ports = await listening(topo)
+  t.notOk(ports.has(7002) || ports.has(7003), 'neither new forward has a listener')
 })
 
 t.test('kernel forwarding with an IPv6 EGRESS_SOURCE: an ip6 DNAT rule, and the destination sees 2001:db8:1::99', privileged(), async (t) => {

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { formatIssue } from '../../../src/errors.js'
 import { parseConfig, resolveWorkers } from '../../../src/config/config.js'
-import { kernelForwards, proxiedForwards } from '../../../src/config/dns-forwards.js'
+import { kernelForwards, kernelNames, proxiedForwards } from '../../../src/config/dns-forwards.js'
 import type { Config, RawSettings } from '../../../src/config/types.js'
 
 const BASE = { EGRESS_SOURCE: '192.0.2.99', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DESTINATION: '10.1.2.3' }
@@ -184,13 +184,23 @@ t.test('EGRESS_DNS_PROXY_FORWARDING: proxy by default, kernel in dns-proxy mode 
 
   const proxy = config(dns).dnsProxy
   t.same(proxiedForwards(proxy).map(f => f.line), [1, 2, 3], 'proxy: the process relays every forward')
-  t.same(kernelForwards(proxy), { rules: [], fallback: null }, 'and the kernel none')
+  t.same(kernelForwards(proxy), [], 'and the kernel none')
+  t.same(kernelNames(proxy), [], 'so no name is followed for the kernel')
   const kernel = config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }).dnsProxy
-  t.same(proxiedForwards(kernel).map(f => f.line), [2], 'kernel: the process relays the host names')
-  t.same(kernelForwards(kernel).rules.map(r => [r.line, r.protocol, r.port, r.target.address, r.targetPort, r.targetPortGiven]),
-    [[1, 'tcp', 53, '192.0.2.53', 53, false], [3, 'tcp', 8080, '203.0.113.11', 80, true]], 'and the kernel the IP addresses, as tcp redirect lines')
+  t.same(proxiedForwards(kernel), [], 'kernel: the process relays none')
+  t.same(kernelForwards(kernel).map(f => f.line), [1, 2, 3], 'and the kernel every one, host names included')
+  t.same(kernelNames(kernel), ['db.example.com'], 'whose names the daemon follows')
+  const names = config({ ...dns, EGRESS_DNS_PROXY_DESTINATION: '1 b.example.com\n2 A.example.com\n3 b.example.com 4\n4 192.0.2.1', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }).dnsProxy
+  t.same(kernelNames(names), ['b.example.com', 'a.example.com'], 'each name once, lower case, in line order')
   t.same(proxiedForwards(null), [])
-  t.same(kernelForwards(null).rules, [])
+  t.same(kernelForwards(null), [])
+  t.same(kernelNames(null), [])
+
+  // with every forward in the kernel no process relays: workers would have nothing to do
+  t.same(errors({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_WORKERS: '2' }),
+    ["EGRESS_WORKERS: '2': with EGRESS_DNS_PROXY_FORWARDING=kernel every forward relays in the kernel and no workers run"])
+  t.equal(resolveWorkers(config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_WORKERS: 'auto' }), 8), 1, 'auto: one')
+  t.equal(resolveWorkers(config({ ...dns, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_WORKERS: '1' }), 8), 1)
 })
 
 t.test('http-proxy settings: port, CONNECT ports, access log, clients', async t => {

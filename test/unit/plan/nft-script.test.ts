@@ -3,7 +3,8 @@
  * configurations (knftables fake_test.go style), and — as root — proof that the kernel accepts each of them.
  */
 import t from 'tap'
-import type { Config, DnsForward, FallbackRedirect, PortRedirect } from '../../../src/config/types.js'
+import type { Config, DnsForward, FallbackRedirect, IpAddress, PortRedirect } from '../../../src/config/types.js'
+import type { ResolvedNames } from '../../../src/plan/kernel-nat.js'
 import { nftPlan, renderNftScript } from '../../../src/plan/nft-script.js'
 import { ALL_CHAINS, buildRuleset, FWMARK, OWNER_COMMENT, ROUTE_TABLE, TABLE } from '../../../src/plan/ruleset.js'
 import * as marks from '../../../src/plan/marks.js'
@@ -23,6 +24,10 @@ function fallback (line: number, address: string): FallbackRedirect {
 
 function ipForward (line: number, p: number, address: string, targetPort = p): DnsForward {
   return { line, port: p, target: { kind: 'ip', address: { address, family: family(address) } }, targetPort }
+}
+
+function ip (address: string): IpAddress {
+  return { address, family: family(address) }
 }
 
 function nameForward (line: number, p: number, name: string, targetPort = p): DnsForward {
@@ -52,7 +57,8 @@ function config (o: Partial<Config> = {}): Config {
   }
 }
 
-const golden: Record<string, { title: string, config: Config, script: string }> = {
+/** `resolved`: the addresses the daemon's resolver holds for kernel forwards' host names */
+const golden: Record<string, { title: string, config: Config, script: string, resolved?: ResolvedNames }> = {
   fallbackOnly: {
     config: config({ redirect: { rules: [], fallback: fallback(1, '203.0.113.10') } }),
     title: 'a single IP (fallback only) redirects every port and protocol except the health port',
@@ -169,7 +175,7 @@ add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192
   },
   dnsProxyKernel: {
     config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [ipForward(1, 5432, '203.0.113.10'), nameForward(2, 8443, 'svc.example.com'), ipForward(3, 8080, '203.0.113.11', 80)] } }),
-    title: 'dns-proxy with kernel forwarding: the IP forwards are DNAT rules (tcp, no fallback, no refusal of other ports), names are not',
+    title: 'dns-proxy with kernel forwarding: DNAT rules (tcp, no fallback, no refusal of other ports); a host name not resolved yet has none',
     script: `
 add table ip egress_router { comment "managed by egress-router"; }
 flush table ip egress_router
@@ -212,8 +218,75 @@ add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192
   },
   dnsProxyKernelNamesOnly: {
     config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [nameForward(1, 8443, 'svc.example.com')] } }),
-    title: 'dns-proxy with kernel forwarding and host names only: no DNAT at all, as with proxy forwarding',
-    script: 'same as dnsProxy'
+    title: 'dns-proxy with kernel forwarding and host names only, none resolved yet: the DNAT chain is there, empty, so that an answer only adds rules',
+    script: `
+add table ip egress_router { comment "managed by egress-router"; }
+flush table ip egress_router
+add chain ip egress_router nat_prerouting { type nat hook prerouting priority dstnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_input { type filter hook input priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_forward { type filter hook forward priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router nat_postrouting { type nat hook postrouting priority srcnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router mark_prerouting
+delete chain ip egress_router mark_prerouting
+add rule ip egress_router filter_input iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
+add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
+`.slice(1)
+  },
+  dnsProxyKernelResolved: {
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [ipForward(1, 5432, '203.0.113.10'), nameForward(2, 8443, 'svc.example.com', 443), nameForward(3, 8444, 'one.example.com'), nameForward(4, 8445, 'v6only.example.com')] } }),
+    resolved: new Map([
+      // the answer's order, a repeat and the other family do not matter: sorted, once, EGRESS_SOURCE's family only
+      ['svc.example.com', [ip('203.0.113.21'), ip('2001:db8::5'), ip('203.0.113.20'), ip('203.0.113.21')]],
+      ['one.example.com', [ip('203.0.113.30')]],
+      ['v6only.example.com', [ip('2001:db8::6')]]
+    ]),
+    title: 'dns-proxy kernel forwards to resolved host names: one address is a plain DNAT, several are taken in turn (numgen inc); a name with no usable address has no rule',
+    script: `
+add table ip egress_router { comment "managed by egress-router"; }
+flush table ip egress_router
+add chain ip egress_router nat_prerouting { type nat hook prerouting priority dstnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_input { type filter hook input priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router filter_forward { type filter hook forward priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router nat_postrouting { type nat hook postrouting priority srcnat; policy accept; comment "managed by egress-router"; }
+add chain ip egress_router mark_prerouting
+delete chain ip egress_router mark_prerouting
+add rule ip egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 5432 counter dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"
+add rule ip egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 8443 counter dnat to numgen inc mod 2 map { 0 : 203.0.113.20, 1 : 203.0.113.21 } : 443 comment "EGRESS_DNS_PROXY_DESTINATION line 2: 8443 tcp"
+add rule ip egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 8444 counter dnat to 203.0.113.30:8444 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8444 tcp"
+add rule ip egress_router filter_input iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
+add rule ip egress_router nat_postrouting oifname "macvlan0" counter snat to 192.0.2.99 comment "leave the LAN side from EGRESS_SOURCE"
+`.slice(1)
+  },
+  dnsProxyKernelResolved6: {
+    config: config({ modeName: 'dns-proxy', mode: 'dns-proxy', source: { address: '2001:db8::99', family: 6, prefix: 64, prefixGiven: true }, gateway: { address: '2001:db8::1', family: 6 }, redirect: null, dnsProxy: { forwarding: 'kernel', forwards: [nameForward(1, 8443, 'svc.example.com', 443)] } }),
+    resolved: new Map([['svc.example.com', [ip('2001:db8:1::11'), ip('192.0.2.5'), ip('2001:db8:1::10')]]]),
+    title: 'IPv6 kernel forward to a host name with several addresses: bare addresses in the map, the port after it',
+    script: `
+add table ip6 egress_router { comment "managed by egress-router"; }
+flush table ip6 egress_router
+add chain ip6 egress_router nat_prerouting { type nat hook prerouting priority dstnat; policy accept; comment "managed by egress-router"; }
+add chain ip6 egress_router filter_input { type filter hook input priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip6 egress_router filter_forward { type filter hook forward priority filter; policy accept; comment "managed by egress-router"; }
+add chain ip6 egress_router nat_postrouting { type nat hook postrouting priority srcnat; policy accept; comment "managed by egress-router"; }
+add chain ip6 egress_router mark_prerouting
+delete chain ip6 egress_router mark_prerouting
+add rule ip6 egress_router nat_prerouting iifname "eth0" fib daddr type local tcp dport 8443 counter dnat to numgen inc mod 2 map { 0 : 2001:db8:1::10, 1 : 2001:db8:1::11 } : 443 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 8443 tcp"
+add rule ip6 egress_router filter_input iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip6 egress_router filter_input iifname "macvlan0" icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem, mld-listener-query, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert } accept comment "neighbour discovery, MLD and ICMPv6 errors"
+add rule ip6 egress_router filter_input iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip6 egress_router filter_forward iifname "macvlan0" ct state established,related accept comment "replies from the LAN"
+add rule ip6 egress_router filter_forward iifname "macvlan0" counter drop comment "no new connections from the LAN"
+add rule ip6 egress_router filter_forward ct direction original ct status dnat oifname != "macvlan0" counter drop comment "redirected traffic leaves only through the macvlan"
+add rule ip6 egress_router nat_postrouting oifname "macvlan0" counter snat to 2001:db8::99 comment "leave the LAN side from EGRESS_SOURCE"
+`.slice(1)
   },
   hostRouting: {
     config: config({ routing: 'host', interface: 'eth1', podInterface: 'cni0', redirect: { rules: [port(1, 'tcp', 443, '203.0.113.10')], fallback: fallback(2, '203.0.113.99') } }),
@@ -277,7 +350,7 @@ for (const g of Object.values(golden)) {
 
 for (const g of Object.values(golden)) {
   t.test(g.title, async t => {
-    t.equal(nftPlan(g.config, macvlan).script, g.script)
+    t.equal(nftPlan(g.config, { ...macvlan, resolved: g.resolved }).script, g.script)
   })
 }
 
@@ -297,7 +370,7 @@ t.test('init and legacy render exactly what redirect renders', async t => {
 t.test('every script is add table, flush table, then only our own table is named', async t => {
   for (const [name, g] of Object.entries(golden)) {
     const lines = g.script.trimEnd().split('\n')
-    const t0 = `${nftPlan(g.config, macvlan).family} egress_router`
+    const t0 = `${nftPlan(g.config, { ...macvlan, resolved: g.resolved }).family} egress_router`
     t.equal(lines[0], `add table ${t0} { comment "${OWNER_COMMENT}"; }`, name)
     t.equal(lines[1], `flush table ${t0}`, name)
     for (const line of lines) {
@@ -313,7 +386,7 @@ t.test('every script is add table, flush table, then only our own table is named
 
 t.test('chains this configuration does not use are removed in the same transaction', async t => {
   for (const g of Object.values(golden)) {
-    const r = buildRuleset(g.config, macvlan)
+    const r = buildRuleset(g.config, { ...macvlan, resolved: g.resolved })
     t.same([...r.chains.map(c => c.name), ...r.unusedChains].sort(), [...ALL_CHAINS].sort())
   }
   t.same(buildRuleset(golden.httpProxy!.config, macvlan).unusedChains, ['nat_prerouting', 'mark_prerouting'])

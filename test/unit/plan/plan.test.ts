@@ -92,7 +92,7 @@ t.test('dns-proxy with IPv6: ndisc_notify, no RA on the macvlan, one listener pe
   t.equal(plan.listeners.some((l) => l.kind === 'health'), false, 'an empty EGRESS_HEALTH_ADDRESS turns the health listener off')
 })
 
-t.test('dns-proxy with kernel forwarding: IP forwards become DNAT rules with forwarding on, names stay listeners', async (t) => {
+t.test('dns-proxy with kernel forwarding: every forward is a DNAT rule with forwarding on, no listener; a name gets its rule once resolved', async (t) => {
   const forwards = '5432 203.0.113.10\n8443 db.example.com 443\n8080 203.0.113.11 80'
   const env = { EGRESS_ROUTER_MODE: 'dns-proxy', EGRESS_SOURCE: '192.0.2.99/24', EGRESS_GATEWAY: '192.0.2.1', EGRESS_DNS_PROXY_DESTINATION: forwards }
   const proxy = formatPlan(buildPlan(config(env), facts4))
@@ -106,20 +106,21 @@ t.test('dns-proxy with kernel forwarding: IP forwards become DNAT rules with for
   t.match(text, 'net.ipv4.conf.macvlan0.forwarding = 1')
   t.match(text, 'tcp dport 5432 counter dnat to 203.0.113.10:5432 comment "EGRESS_DNS_PROXY_DESTINATION line 1: 5432 tcp"')
   t.match(text, 'tcp dport 8080 counter dnat to 203.0.113.11:80 comment "EGRESS_DNS_PROXY_DESTINATION line 3: 8080 tcp"')
-  t.notMatch(text, 'dport 8443', 'the host name is not in the kernel')
-  t.same(kernel.listeners.filter((l) => l.kind === 'dns-forward').map((l) => [l.port, l.line]), [[8443, 2]], 'only the host name has a listener')
-  const allInKernel = buildPlan(config({ ...env, EGRESS_DNS_PROXY_DESTINATION: '5432 203.0.113.10', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4)
-  t.same(allInKernel.listeners.filter((l) => l.kind === 'dns-forward'), [], 'every forward in the kernel: no forward listener')
-  t.same(allInKernel.listenHosts, ['198.51.100.1'], 'but the pod side\'s addresses, for a reload that adds a host name')
+  t.notMatch(text, 'dport 8443', 'the host name has no rule before it resolves')
+  t.same(kernel.listeners.filter((l) => l.kind === 'dns-forward'), [], 'and no forward has a listener')
+  const resolved = buildPlan(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4, new Map([['db.example.com', [{ address: '203.0.113.12', family: 4 }]]]))
+  t.match(formatPlan(resolved), 'tcp dport 8443 counter dnat to 203.0.113.12:443 comment "EGRESS_DNS_PROXY_DESTINATION line 2: 8443 tcp"', 'resolved: the name has its rule')
+  t.same(resolved.network, kernel.network, 'and the network is the same')
   t.equal(formatKernelForwards(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel' })),
-    'kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):\n  tcp 5432 -> 203.0.113.10:5432    # line 1\n  tcp 8080 -> 203.0.113.11:80    # line 3\n')
+    'kernel forwards (DNAT rules, EGRESS_DNS_PROXY_FORWARDING=kernel; no listener):\n  tcp 5432 -> 203.0.113.10:5432    # line 1\n' +
+    '  tcp 8443 -> db.example.com:443    # line 2; DNAT to its addresses once resolved, rewritten as they change\n  tcp 8080 -> 203.0.113.11:80    # line 3\n')
   t.equal(formatKernelForwards(config(env)), '', 'proxy forwarding: no such section')
 
   const hostRouting = planNetwork(config({ ...env, EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_ROUTING: 'host' }), facts4)
   t.same(hostRouting.rules.map((r) => [r.priority, r.fwmark]), [[6572, null], [6573, 0x6572]], 'host routing: the mark rule routes the kernel forwards')
   const namesOnly = buildPlan(config({ ...env, EGRESS_DNS_PROXY_DESTINATION: '8443 db.example.com', EGRESS_DNS_PROXY_FORWARDING: 'kernel' }), facts4)
   t.match(formatPlan(namesOnly), 'net.ipv4.conf.eth0.forwarding = 1', 'forwarding is on for the setting, so a reload can add an IP forward to the network as set up')
-  t.notMatch(formatPlan(namesOnly), 'dnat', 'but there is no DNAT rule without an IP forward')
+  t.notMatch(formatPlan(namesOnly), 'dnat to', 'but there is no DNAT rule before the name resolves')
 })
 
 t.test('an existing link is adopted: no parent, no MAC, never created', async (t) => {

@@ -9,11 +9,12 @@ import { Writable } from 'node:stream'
 import { createHash, randomBytes } from 'node:crypto'
 import { pino } from 'pino'
 import type { DnsForward, IpAddress } from '../../../src/config/types.js'
-import { ApplyError, DnsError } from '../../../src/errors.js'
+import { ApplyError } from '../../../src/errors.js'
 import { createMetrics } from '../../../src/observe/metrics.js'
 import type { Metrics } from '../../../src/observe/metrics.js'
 import { attemptOrder, createDnsForwarder, createDnsProxy } from '../../../src/proxy/dns-forwarder.js'
-import type { DnsForwarder, DnsForwarderOptions, WatchedAnswer, WatchingResolver } from '../../../src/proxy/dns-forwarder.js'
+import type { DnsForwarder, DnsForwarderOptions, WatchingResolver } from '../../../src/proxy/dns-forwarder.js'
+import { FakeResolver } from '../../helpers/fake-resolver.js'
 
 /** what the helpers need from a test: cleanup registration */
 type Test = Pick<typeof t, 'teardown'>
@@ -35,37 +36,6 @@ async function until (cond: () => boolean, what: string, deadlineMs = 30_000): P
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise(resolve => setTimeout(resolve, 5))
   }
-}
-
-/** An in-memory resolver whose answer the test changes; watchers hear every change, as the real one does. */
-class FakeResolver implements WatchingResolver {
-  private readonly answers = new Map<string, WatchedAnswer>()
-  private readonly watchers = new Map<string, Set<(r: WatchedAnswer) => void>>()
-  resolveCalls = 0
-
-  set (name: string, addresses: readonly string[], stale = false): void {
-    const answer = { addresses: addresses.map(ip), stale }
-    this.answers.set(name, answer)
-    for (const w of this.watchers.get(name) ?? []) w(answer)
-  }
-
-  async resolve (name: string): Promise<{ addresses: readonly IpAddress[] }> {
-    this.resolveCalls += 1
-    const a = this.answers.get(name)
-    if (a === undefined || a.addresses.length === 0) throw new DnsError('ESERVFAIL', name, 'no answer (fake)')
-    return a
-  }
-
-  watch (name: string, onChange: (r: WatchedAnswer) => void): () => void {
-    const set = this.watchers.get(name) ?? new Set()
-    this.watchers.set(name, set)
-    set.add(onChange)
-    return () => { set.delete(onChange) }
-  }
-
-  peek (name: string): WatchedAnswer | undefined { return this.answers.get(name) }
-
-  watching (name: string): number { return this.watchers.get(name)?.size ?? 0 }
 }
 
 function captureLog (): { logger: pino.Logger, lines: Array<Record<string, unknown>> } {
