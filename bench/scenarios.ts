@@ -57,7 +57,8 @@ const SPECS: Record<ScenarioId, Spec> = {
   'dns-proxy-2w': { access: 'tcp', daemon: true, idleLevels: [1000], cores: 2 },
   'haproxy-2t': { access: 'tcp', daemon: false, idleLevels: [1000], cores: 2 },
   'http-proxy-2w': { access: 'proxy', daemon: true, idleLevels: [1000], cores: 2 },
-  // EGRESS_DNS_PROXY_FORWARDING=kernel: the forwards are DNAT rules, no process holds the connections
+  // EGRESS_DNS_PROXY_FORWARDING=kernel: the forwards, to a host name (dnsmasq on the LAN answers it), are DNAT
+  // rules; no process holds the connections
   'dns-proxy-kernel': { access: 'tcp', daemon: true, idleLevels: [], cores: 1 }
 }
 
@@ -138,7 +139,7 @@ interface Running {
   setupMs?: number
 }
 
-async function waitListening (topo: Topology, role: 'router' | 'dest' | 'client', port: number, what: string, timeoutMs = 15_000): Promise<void> {
+async function waitListening (topo: Topology, role: 'router' | 'dest' | 'client' | 'lan', port: number, what: string, timeoutMs = 15_000): Promise<void> {
   await waitFor(async () => {
     const r = await topo.exec(role, ['ss', '-Hltn', `sport = :${port}`], { timeoutMs: 5_000 })
     return r.code === 0 && r.stdout.trim() !== ''
@@ -227,6 +228,22 @@ async function nftApply (topo: Topology, script: string): Promise<void> {
   await topo.execOk('router', ['nft', '-f', '-'], { input: script, timeoutMs: 15_000 })
 }
 
+/** The destination's host name, for the forwards that name it */
+const DEST_NAME = 'dest.bench.example'
+
+/** dnsmasq on the gateway (the router's resolv.conf names it), answering DEST_NAME only and forwarding nothing. */
+async function startDnsmasq (topo: Topology): Promise<Running> {
+  const child = topo.spawn('lan', ['dnsmasq', '--keep-in-foreground', '--no-resolv', '--no-hosts', '--no-poll', '--bind-interfaces',
+    `--listen-address=${A.gateway}`, '--port=53', `--host-record=${DEST_NAME},${A.dest}`, '--local=/bench.example/', '--local-ttl=60',
+    '--pid-file=', '--user=root'], { stdio: ['ignore', 'ignore', 'ignore'] })
+  const stop = async (): Promise<void> => {
+    child.kill('SIGTERM')
+    await waitFor(() => child.exitCode !== null || child.signalCode !== null, { what: 'dnsmasq to exit', timeoutMs: 5_000 }).catch(() => { child.kill('SIGKILL') })
+  }
+  await waitListening(topo, 'lan', 53, 'dnsmasq to listen on 53').catch(async (err: unknown) => { await stop(); throw err })
+  return { stop }
+}
+
 /** Spawns a peer in the router namespace (pinned) and resolves once it listens. */
 async function startPeer (topo: Topology, o: BenchOptions, argvs: string[][], port: number, what: string, cpus: number | string = ROUTER_CPU): Promise<Running> {
   const started = Date.now()
@@ -262,7 +279,14 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
     case 'http-proxy-2w': return await startDaemon(topo, 'http-proxy', o, spec)
     case 'dns-proxy':
     case 'dns-proxy-2w': return await startDaemon(topo, 'dns-proxy', o, spec)
-    case 'dns-proxy-kernel': return await startDaemon(topo, 'dns-proxy', o, spec, { EGRESS_DNS_PROXY_FORWARDING: 'kernel' })
+    case 'dns-proxy-kernel': {
+      // the forwards written to a host name, as operators mostly do: the daemon resolves it and DNATs to its address
+      const dns = await startDnsmasq(topo)
+      const forwards = `${HTTP_PORT} ${DEST_NAME} ${HTTP_PORT}\n${IPERF_PORT} ${DEST_NAME} ${IPERF_PORT}\n`
+      const daemon = await startDaemon(topo, 'dns-proxy', o, spec, { EGRESS_DNS_PROXY_FORWARDING: 'kernel', EGRESS_DNS_PROXY_DESTINATION: forwards })
+        .catch(async (err: unknown) => { await dns.stop(); throw err })
+      return { ...daemon, stop: async () => { await daemon.stop(); await dns.stop() } }
+    }
     case 'kernel-nft': {
       await initNetwork(topo)
       await topo.execOk('router', ['nft', 'delete', 'table', 'ip', 'egress_router'], { timeoutMs: 10_000 })

@@ -16,6 +16,7 @@ export const TOOL_PACKAGES: Readonly<Record<string, string>> = {
   tinyproxy: 'tinyproxy',
   haproxy: 'haproxy',
   nginx: 'nginx-light',
+  dnsmasq: 'dnsmasq-base',
   nft: 'nftables',
   taskset: 'util-linux',
   prlimit: 'util-linux',
