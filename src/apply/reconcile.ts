@@ -1,7 +1,8 @@
 /**
  * Self-healing: compare the kernel with the plan — our nft table (by fingerprint of `nft -j list table`) and the
  * network (address, routes, rules, link up) — log what drifted, and restore it. The network is read every interval
- * (rtnetlink dumps, no child process); the nft table is listed when `nft monitor` says the ruleset changed, and as
+ * (rtnetlink dumps, no child process); the nft table is listed when the kernel says the ruleset changed (nft/monitor.ts:
+ * the netlink events `nft monitor` reads), and as
  * a safety net every `nftEveryTicks` intervals (or every interval while the monitor is down), so an operator's
  * `nft flush ruleset` is repaired at once without forking nft every second.
  * One check at a time; a failed repair is logged and tried again on the next tick. Checks and applies (a reload's
@@ -32,7 +33,7 @@ export interface ReconcilerOptions {
   intervalMs?: number
   /** list the nft table every this many intervals even without a change event; default 5 */
   nftEveryTicks?: number
-  /** start `nft monitor` for change events (default true); tests with a fake nft turn it off */
+  /** subscribe to the kernel's nf_tables change events (default true); tests with a fake nft turn it off */
   monitor?: boolean
 }
 
@@ -107,17 +108,17 @@ export class Reconciler {
         onError: (err) => {
           this.#monitorUp = false
           this.#nftDirty = true
-          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft monitor is down; listing the table every interval meanwhile')
+          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft change events are down; listing the table every interval meanwhile')
         }
       })
     }
   }
 
   /**
-   * The process is stopping on SIGTERM / SIGINT; the rules are still kept true until stop(). A signal sent to the
-   * whole process group (Ctrl-C in a terminal) reaches our nft children too: the `nft monitor` child is stopped
-   * (the table is listed every interval instead), and a check whose nft child was killed by a signal is not
-   * reported as a failed repair.
+   * The process is stopping on SIGTERM / SIGINT; the rules are still kept true until stop() (the change events are
+   * dropped: the table is listed every interval instead). A signal sent to the whole process group (Ctrl-C in a
+   * terminal) reaches our nft children too: a check whose nft child was killed by a signal is not reported as a
+   * failed repair.
    */
   stopping (): void {
     this.#stopping = true

@@ -1,49 +1,44 @@
 /**
- * Ruleset change events, from one long-running `nft monitor` child: the reconcile loop checks our table when the
- * kernel says something changed, instead of forking `nft -j list table` every second. Every line nft prints is a
- * change (ours included: a check then finds nothing to do). If the child dies it is restarted with backoff, and
- * the caller is told (`onChange`) so a change during the gap is not missed.
+ * Ruleset change events, from the kernel itself: a netfilter netlink socket subscribed to NFNLGRP_NFTABLES (what
+ * `nft monitor` reads), in the process's network namespace. The reconcile loop checks our table when the kernel says
+ * something changed, instead of forking `nft -j list table` every second. Every message is a change (ours included:
+ * a check then finds nothing to do); one transaction sends several, and they are debounced into one onChange.
+ *
+ * No child process: an `nft monitor` child cost ~4.4 MiB of RSS, and it had to die with the daemon (pdeathsig) and
+ * keep out of the daemon's process group. If the socket fails (ENOBUFS: the kernel dropped events because we read
+ * too slowly) the caller is told (onError) and must check, a change may have been lost; if it closes it is reopened
+ * with backoff.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
-import { createInterface } from 'node:readline'
-import { onPath } from '../on-path.js'
+import type { NetlinkSocket } from 'netlink'
 
 export interface NftMonitorOptions {
-  /** called (debounced) after the ruleset changed; also after the monitor (re)started */
+  /** called (debounced) after the ruleset changed; also once the socket is subscribed (and after a reopen) */
   onChange: () => void
-  /** the monitor child failed to start or died; it is restarted */
+  /** the socket failed or could not be opened (a change may have been missed: check); a closed socket is reopened */
   onError?: (err: Error) => void
-  binary?: string
-  /** e.g. ['ip', 'netns', 'exec', NS] for tests */
-  prefix?: readonly string[]
   /** events closer together than this make one onChange; default 50 ms */
   debounceMs?: number
-  /**
-   * Run the child under `setpriv --pdeathsig TERM` (util-linux, in every Debian) when it is on PATH, so that it dies
-   * with the daemon even when the daemon is SIGKILLed (otherwise it would linger until its next write fails), and
-   * in a process group of its own. Default true.
-   */
-  dieWithParent?: boolean
 }
 
 export interface NftMonitor {
   stop (): void
-  /** events seen so far (for tests and metrics) */
+  /** netlink messages seen so far (for tests and metrics) */
   events (): number
 }
 
+/** linux/netlink.h */
+const NETLINK_NETFILTER = 12
+/** linux/netfilter/nfnetlink.h: every nf_tables change (tables, chains, rules, sets, and each transaction's NEWGEN) */
+const NFNLGRP_NFTABLES = 7
 const MAX_BACKOFF_MS = 30_000
 
 export function startNftMonitor (opts: NftMonitorOptions): NftMonitor {
-  const binary = opts.binary ?? 'nft'
-  const setpriv = opts.dieWithParent === false ? null : onPath('setpriv')
-  const prefix = [...(opts.prefix ?? []), ...(setpriv === null ? [] : [setpriv, '--pdeathsig', 'TERM'])]
   const debounceMs = opts.debounceMs ?? 50
-  let child: ChildProcess | null = null
+  let socket: NetlinkSocket | null = null
   let stopped = false
   let events = 0
   let debounce: NodeJS.Timeout | null = null
-  let restart: NodeJS.Timeout | null = null
+  let reopen: NodeJS.Timeout | null = null
   let backoff = 500
 
   const changed = (): void => {
@@ -55,44 +50,58 @@ export function startNftMonitor (opts: NftMonitorOptions): NftMonitor {
     debounce.unref()
   }
 
-  const launch = (): void => {
+  const failed = (err: Error): void => {
+    if (!stopped) opts.onError?.(err)
+  }
+
+  const retry = (): void => {
+    if (stopped || reopen !== null) return
+    reopen = setTimeout(() => { reopen = null; void open() }, backoff)
+    reopen.unref()
+    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS)
+  }
+
+  const open = async (): Promise<void> => {
+    // loaded here, not at the top: the daemon applies its rules before it loads the netlink library
+    const { createNetlink } = await import('netlink')
     if (stopped) return
-    const argv = [...prefix, binary, 'monitor']
-    // With pdeathsig it dies with us anyway, so it gets its own process group: a signal meant for the daemon's
-    // group (Ctrl-C, `kill -TERM -PGID`) would otherwise kill it first, and its death would read as a failure.
-    const c = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: setpriv !== null })
-    child = c
-    let stderr = ''
-    c.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-2000) })
-    createInterface({ input: c.stdout as NodeJS.ReadableStream }).on('line', () => {
+    let s: NetlinkSocket
+    try {
+      s = createNetlink(NETLINK_NETFILTER)
+      s.addMembership(NFNLGRP_NFTABLES)
+    } catch (err) {
+      failed(new Error(`nft events: cannot subscribe to NFNLGRP_NFTABLES: ${(err as Error)?.message ?? String(err)}; retrying in ${backoff} ms`))
+      retry()
+      return
+    }
+    socket = s
+    s.on('message', () => {
       events++
       backoff = 500
       changed()
     })
-    c.once('spawn', () => { changed() })
-    c.once('error', (err) => { opts.onError?.(err) })
-    c.once('close', (code, signal) => {
-      child = null
+    s.on('invalid', () => { events++; changed() })
+    s.on('error', (err) => { failed(new Error(`nft events: ${err.message}`)) })
+    s.once('close', () => {
+      if (socket === s) socket = null
       if (stopped) return
-      opts.onError?.(new Error(`nft monitor exited (${code ?? signal ?? '?'})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; restarting in ${backoff} ms`))
-      restart = setTimeout(launch, backoff)
-      restart.unref()
-      backoff = Math.min(backoff * 2, MAX_BACKOFF_MS)
+      failed(new Error(`nft events: the netlink socket closed; reopening in ${backoff} ms`))
+      retry()
     })
     // the monitor never holds the process open: the daemon's listeners and timers decide that
-    c.unref()
-    ;(c.stdout as unknown as { unref?: () => void } | null)?.unref?.()
-    ;(c.stderr as unknown as { unref?: () => void } | null)?.unref?.()
+    s.unref()
+    // subscribed: whatever changed before now is found by this first check
+    changed()
   }
 
-  launch()
+  void open().catch((err: unknown) => { failed(err instanceof Error ? err : new Error(String(err))); retry() })
   return {
     stop () {
       stopped = true
       if (debounce !== null) clearTimeout(debounce)
-      if (restart !== null) clearTimeout(restart)
-      child?.kill('SIGTERM')
-      child = null
+      if (reopen !== null) clearTimeout(reopen)
+      socket?.close()
+      socket = null
     },
     events: () => events
   }

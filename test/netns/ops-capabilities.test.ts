@@ -68,7 +68,6 @@ async function stopsCleanly (t: Test, router: RouterProcess): Promise<void> {
   const exit = await router.stop('SIGTERM', 15_000)
   const warnings = router.logs.filter((l) => (l.level ?? 0) >= 40)
   t.same(exit, { code: 0, signal: null }, `SIGTERM: exit 0 (stderr: ${router.stderr()}; warnings: ${JSON.stringify(warnings)})`)
-  // The stop signal goes to the whole process group, `nft monitor` included: its death is expected, not a warning.
   t.same(warnings, [], 'no warning or error from start to exit')
 }
 
