@@ -90,7 +90,9 @@ export function daemonEnv (mode: 'redirect' | 'http-proxy' | 'dns-proxy' | 'init
     EGRESS_POD_INTERFACE: LAB.links.routerPod,
     EGRESS_HEALTH_ADDRESS: '127.0.0.1:9090',
     EGRESS_DRAIN_TIMEOUT: '1s',
-    EGRESS_LOG_LEVEL: 'info'
+    EGRESS_LOG_LEVEL: 'info',
+    // as the image (Containerfile) and the systemd units run it
+    MALLOC_ARENA_MAX: '2'
   }
   if (mode === 'redirect' || mode === 'init') env.EGRESS_DESTINATION = `${HTTP_PORT} tcp ${A.dest}\n${IPERF_PORT} tcp ${A.dest}\n`
   if (mode === 'http-proxy') {

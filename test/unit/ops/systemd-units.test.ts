@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url'
 import { loadConfig } from '../../../src/cli.js'
 import { parseDuration } from '../../../src/config/duration.js'
 import { VARIABLES } from '../../../src/config/env.js'
+import { daemonEnv } from '../../../bench/scenarios.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 const UNITS = ['egress-router.service', 'egress-router@.service'] as const
@@ -111,6 +112,9 @@ t.test('what the units promise', async t => {
       t.equal(one(unit, 'Service', 'MemoryDenyWriteExecute'), undefined, 'V8 JIT needs W+X pages')
       t.same(one(unit, 'Service', 'RestrictAddressFamilies')?.split(/\s+/).sort(), ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX'])
       t.equal(one(unit, 'Install', 'WantedBy'), 'multi-user.target')
+      // the same allocator setting as the image, and as the bench measures the daemon
+      t.equal(one(unit, 'Service', 'Environment'), `MALLOC_ARENA_MAX=${daemonEnv('http-proxy').MALLOC_ARENA_MAX as string}`)
+      t.match(readFileSync(join(ROOT, 'Containerfile'), 'utf8'), /^ENV MALLOC_ARENA_MAX=2$/m)
     })
   }
 })
