@@ -3,21 +3,39 @@
  * sees EGRESS_SOURCE, and leaves nothing behind.
  */
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { run } from '../../src/lab/exec.js'
 import { listNamespaces } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
 
 const BIN = fileURLToPath(new URL('../../bin/egress-router', import.meta.url))
 const DIST = fileURLToPath(new URL('../../dist/bundle/cli.js', import.meta.url))
 
-async function lab (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
+async function lab (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string, pid: number }> {
   return await new Promise((resolve) => {
-    execFile(process.execPath, [BIN, 'lab', ...args], { timeout: 90_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
+    const child = execFile(process.execPath, [BIN, 'lab', ...args], { timeout: 90_000 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr, pid: child.pid ?? -1 })
     })
   })
+}
+
+/**
+ * The namespaces a lab process left (its names carry its pid), removed so that one failed run does not fail the
+ * next ones too; another lab on this machine (`lab --keep`) is not touched.
+ */
+async function leftBy (pid: number): Promise<string[]> {
+  const left = (await listNamespaces()).filter((n) => n.startsWith(`erlab-${pid}-`))
+  for (const n of left) {
+    const pids = await run(['ip', 'netns', 'pids', n], { timeoutMs: 5_000 })
+    for (const p of pids.stdout.split('\n').filter((l) => /^\d+$/.test(l))) {
+      try { process.kill(Number(p), 'SIGKILL') } catch { /* gone */ }
+    }
+    await run(['ip', 'netns', 'del', n], { timeoutMs: 5_000 })
+    rmSync(`/etc/netns/${n}`, { recursive: true, force: true })
+  }
+  return left
 }
 
 const cases: Array<{ args: string[], source: string, lines: number }> = [
@@ -37,6 +55,6 @@ for (const c of cases) {
     t.equal(r.stdout.split('\n').filter((l) => l.includes(`a connection from ${c.source} = EGRESS_SOURCE`)).length, c.lines)
     t.match(r.stdout, /ok {3}from the LAN, \S+ is closed to new connections/)
     t.notMatch(r.stdout, 'FAIL')
-    t.same((await listNamespaces()).filter((n) => n.startsWith('erlab-')), [], 'no lab namespace left behind')
+    t.same(await leftBy(r.pid), [], 'no lab namespace left behind')
   })
 }
