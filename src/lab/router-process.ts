@@ -4,7 +4,8 @@
  * Shared by `egress-router lab` and the end-to-end tests.
  */
 import type { ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
 import { killGroup, waitForExit } from './exec.js'
@@ -12,11 +13,22 @@ import type { NsRole, Topology } from './topology.js'
 import { waitFor } from './wait.js'
 
 /**
- * bin/egress-router: three levels up from the compiled dist/src/lab/, two from src/lab/ when the tests load
- * this file as TypeScript.
+ * bin/egress-router of this checkout: the nearest directory above this file (dist/src/lab/, dist/bundle/, or src/lab/
+ * when the tests load it as TypeScript) whose package.json is egress-router's. Found by walking up, not by a fixed
+ * number of `../`: a guess one level too high would run whatever bin/egress-router sits beside the checkout.
  */
-export const ROUTER_BIN = [new URL('../../../bin/egress-router', import.meta.url), new URL('../../bin/egress-router', import.meta.url)]
-  .map((u) => fileURLToPath(u)).find((p) => existsSync(p)) ?? fileURLToPath(new URL('../../../bin/egress-router', import.meta.url))
+export const ROUTER_BIN = join(packageRoot(fileURLToPath(new URL('.', import.meta.url))), 'bin', 'egress-router')
+
+function packageRoot (from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown }
+      if (pkg.name === 'egress-router') return dir
+    } catch { /* no package.json here */ }
+    // not in a checkout or an image of ours: two levels up, where src/lab/ and dist/bundle/ have it
+    if (dirname(dir) === dir) return join(from, '..', '..')
+  }
+}
 
 export type LogLine = Record<string, unknown> & { msg?: string, level?: number, event?: string }
 
