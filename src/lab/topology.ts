@@ -530,6 +530,13 @@ export async function buildTopology (opts: TopologyOptions = {}): Promise<Topolo
   return topo
 }
 
+/** Ends the processes in one namespace, deletes it and its /etc/netns directory (for what a process left behind). */
+export async function removeNamespace (name: string): Promise<void> {
+  await killNamespacePids(name)
+  await deleteNamespace(name)
+  if (ETC_NETNS_NAME.test(name)) rmSync(join(NETNS_ETC, name), { recursive: true, force: true })
+}
+
 /**
  * Deletes namespaces (and their /etc/netns directories) left by processes that died without
  * tearing down: names `${prefix}<pid>-<n>-<role>` whose pid is not running. Returns what it deleted.
@@ -542,9 +549,7 @@ export async function sweepStale (prefix: string = DEFAULT_PREFIX): Promise<stri
     if (m === null) continue
     const pid = Number(m[1])
     if (pid === process.pid || isRunning(pid)) continue
-    await killNamespacePids(name)
-    await deleteNamespace(name)
-    if (ETC_NETNS_NAME.test(name)) rmSync(join(NETNS_ETC, name), { recursive: true, force: true })
+    await removeNamespace(name)
     swept.push(name)
   }
   // A process that died between deleting its namespace and its /etc/netns directory leaves the latter.

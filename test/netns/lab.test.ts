@@ -3,11 +3,10 @@
  * sees EGRESS_SOURCE, and leaves nothing behind.
  */
 import { execFile } from 'node:child_process'
-import { existsSync, rmSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { run } from '../../src/lab/exec.js'
-import { listNamespaces } from '../../src/lab/topology.js'
+import { listNamespaces, removeNamespace } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
 
 const BIN = fileURLToPath(new URL('../../bin/egress-router', import.meta.url))
@@ -27,14 +26,7 @@ async function lab (args: string[]): Promise<{ code: number | null, stdout: stri
  */
 async function leftBy (pid: number): Promise<string[]> {
   const left = (await listNamespaces()).filter((n) => n.startsWith(`erlab-${pid}-`))
-  for (const n of left) {
-    const pids = await run(['ip', 'netns', 'pids', n], { timeoutMs: 5_000 })
-    for (const p of pids.stdout.split('\n').filter((l) => /^\d+$/.test(l))) {
-      try { process.kill(Number(p), 'SIGKILL') } catch { /* gone */ }
-    }
-    await run(['ip', 'netns', 'del', n], { timeoutMs: 5_000 })
-    rmSync(`/etc/netns/${n}`, { recursive: true, force: true })
-  }
+  for (const n of left) await removeNamespace(n)
   return left
 }
 
