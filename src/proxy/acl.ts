@@ -27,7 +27,7 @@
  */
 import type { AclRule, Cidr, IpAddress } from '../config/types.js'
 import { DnsError } from '../errors.js'
-import { canonicalIp, embeddedIpv4, ipBytes, normaliseHostName, type TargetHost } from './target.js'
+import { canonicalIp, canonicalIpBytes, embeddedIpv4Bytes, formatIpBytes, ipBytes, normaliseHostName, type TargetHost } from './target.js'
 
 /** The daemon's own resolver (src/dns/resolver.ts); throws DnsError (ENOTFOUND, ESERVFAIL, ETIMEOUT, ENONAMESERVER). */
 export interface NameResolver {
@@ -81,8 +81,12 @@ export class PrefixTable {
 
   /** Lowest index of a prefix containing the address; Infinity when none does. */
   lookup (address: IpAddress): number {
-    const bytes = ipBytes(address)
-    let node: BitNode | undefined = this.#roots[address.family]
+    return this.lookupBytes(ipBytes(address))
+  }
+
+  /** lookup on an address's bytes: 4 of them for IPv4, 16 for IPv6. */
+  lookupBytes (bytes: Uint8Array): number {
+    let node: BitNode | undefined = this.#roots[bytes.length === 4 ? 4 : 6]
     let best = NONE
     for (let i = 0; node !== undefined; i++) {
       best = Math.min(best, node.index)
@@ -164,12 +168,12 @@ export function compileAcl (rules: readonly AclRule[]): CompiledAcl {
   const nameIndex = (name: string): number =>
     Math.min(exact.get(name) ?? NONE, suffixes.lookup(name), anyIndex)
 
-  const ownAddressIndex = (address: IpAddress): number => Math.min(prefixes.lookup(address), anyIndex)
+  const ownAddressIndex = (bytes: Uint8Array): number => Math.min(prefixes.lookupBytes(bytes), anyIndex)
 
-  /** First match for one address; a translator-embedded IPv4 address can only add a deny. */
-  const addressIndex = (address: IpAddress): number => {
-    const own = ownAddressIndex(address)
-    const inner = embeddedIpv4(address)
+  /** First match for one address (its canonical bytes); a translator-embedded IPv4 address can only add a deny. */
+  const addressIndex = (bytes: Uint8Array): number => {
+    const own = ownAddressIndex(bytes)
+    const inner = embeddedIpv4Bytes(bytes)
     if (inner !== null && ruleAt(own)?.action !== 'deny') {
       const innerIndex = ownAddressIndex(inner)
       if (ruleAt(innerIndex)?.action === 'deny') return innerIndex
@@ -194,14 +198,16 @@ export function compileAcl (rules: readonly AclRule[]): CompiledAcl {
       const candidates: IpAddress[] = []
       let allowedBy: AclRule | undefined
       for (const raw of target.addresses) {
-        const address = canonicalIp(raw)
-        if (address === null) continue
-        const ai = addressIndex(address)
+        // parsed once: the prefix lookups and the embedded-IPv4 check read the bytes, the text is made when kept
+        const bytes = canonicalIpBytes(raw.address)
+        if (bytes === null) continue
+        const ai = addressIndex(bytes)
         const a = ruleAt(ai)
-        if (a?.action === 'deny') return deny(ref(a), address)
+        if (a?.action === 'deny') return deny(ref(a), formatIpBytes(bytes))
         // Allowed by whichever allowing rule comes first in the file (n and a are allows or absent).
         const rule = ruleAt(Math.min(ni, ai))
         if (rule === undefined) continue
+        const address = formatIpBytes(bytes)
         if (!candidates.some(c => c.address === address.address)) candidates.push(address)
         allowedBy ??= rule
       }

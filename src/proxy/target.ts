@@ -103,6 +103,15 @@ export function canonicalIp (address: IpAddress): IpAddress | null {
   return parseIpAddress(address.address)
 }
 
+/**
+ * The bytes of a textual address in its canonical family: 4 for IPv4 and for IPv4-mapped IPv6, else 16.
+ * For a caller that needs both the bytes and (maybe) the canonical text: one parse instead of one per use.
+ */
+export function canonicalIpBytes (text: string): Uint8Array | null {
+  const bytes = parseIpv4Bytes(text) ?? parseIpv6Bytes(text)
+  return bytes !== null && isMappedIpv4(bytes) ? bytes.subarray(12) : bytes
+}
+
 /** 4 or 16 bytes of a canonical address. */
 export function ipBytes (address: IpAddress): Uint8Array {
   const bytes = address.family === 4 ? parseIpv4Bytes(address.address) : parseIpv6Bytes(address.address)
@@ -118,13 +127,18 @@ export function ipBytes (address: IpAddress): Uint8Array {
  */
 export function embeddedIpv4 (address: IpAddress): IpAddress | null {
   if (address.family !== 6) return null
-  const b = ipBytes(address)
+  const inner = embeddedIpv4Bytes(ipBytes(address))
+  return inner === null ? null : formatIpBytes(inner)
+}
+
+/** embeddedIpv4 on an address's bytes: the 4 bytes of the IPv4 address inside, or null (also for 4 bytes). */
+export function embeddedIpv4Bytes (b: Uint8Array): Uint8Array | null {
+  if (b.length !== 16) return null
   const zeros = (from: number, to: number): boolean => b.subarray(from, to).every(x => x === 0)
-  const v4 = (at: number): IpAddress => formatIpBytes(b.slice(at, at + 4))
-  if (b[0] === 0x00 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && zeros(4, 12)) return v4(12)
-  if (zeros(0, 8) && b[8] === 0xff && b[9] === 0xff && zeros(10, 12)) return v4(12)
-  if (b[0] === 0x20 && b[1] === 0x02) return v4(2)
-  if (zeros(0, 12) && !(zeros(12, 15) && (b[15] ?? 0) <= 1)) return v4(12)
+  if (b[0] === 0x00 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && zeros(4, 12)) return b.subarray(12)
+  if (zeros(0, 8) && b[8] === 0xff && b[9] === 0xff && zeros(10, 12)) return b.subarray(12)
+  if (b[0] === 0x20 && b[1] === 0x02) return b.subarray(2, 6)
+  if (zeros(0, 12) && !(zeros(12, 15) && (b[15] ?? 0) <= 1)) return b.subarray(12)
   return null
 }
 

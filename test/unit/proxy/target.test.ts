@@ -1,7 +1,7 @@
 import t from 'tap'
 import fc from 'fast-check'
 import {
-  embeddedIpv4, formatIpBytes, ipBytes, parseAbsoluteTarget, parseAuthorityTarget, parseHost, parseIpAddress
+  canonicalIpBytes, embeddedIpv4, embeddedIpv4Bytes, formatIpBytes, ipBytes, parseAbsoluteTarget, parseAuthorityTarget, parseHost, parseIpAddress
 } from '../../../src/proxy/target.js'
 
 const hostOf = (text: string): unknown => {
@@ -142,4 +142,23 @@ t.test('authority-form (CONNECT) targets need a port', async t => {
   for (const bad of ['example.com', 'example.com:', '[2001:db8::7]', 'example.com:0', 'user@example.com:443', 'example.com:443/x', 'http://example.com:443']) {
     t.ok((c(bad) as { error?: string }).error !== undefined, `'${bad}' is refused`)
   }
+})
+
+t.test('canonicalIpBytes and embeddedIpv4Bytes (the ACL\'s one-parse path) agree with parseIpAddress, ipBytes and embeddedIpv4', async t => {
+  // addresses of every kind the ACL meets: plain IPv6, IPv4-mapped, NAT64, SIIT, 6to4, IPv4-compatible
+  const prefixes = [[], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff], [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0], [0x20, 0x02], new Array<number>(12).fill(0)]
+  fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.constantFrom(...prefixes), (random, prefix) => {
+    const bytes = Uint8Array.from(random)
+    bytes.set(prefix, 0)
+    const text = formatIpBytes(bytes).address
+    const canonical = parseIpAddress(text)
+    if (canonical === null) return false
+    const got = canonicalIpBytes(text)
+    const embedded = embeddedIpv4Bytes(ipBytes(canonical))
+    return got !== null && Buffer.from(got).equals(Buffer.from(ipBytes(canonical))) &&
+      (embedded === null ? null : formatIpBytes(embedded).address) === (embeddedIpv4(canonical)?.address ?? null)
+  }), { numRuns: 2000 })
+  t.same(canonicalIpBytes('::ffff:192.0.2.7'), Uint8Array.from([192, 0, 2, 7]), 'mapped: 4 bytes')
+  t.equal(canonicalIpBytes('2001:db8::%eth0'), null, 'a zone is not an address')
+  t.equal(embeddedIpv4Bytes(Uint8Array.from([192, 0, 2, 7])), null, 'IPv4 carries nothing inside')
 })
