@@ -94,13 +94,8 @@ export function formatIpBytes (bytes: Uint8Array): IpAddress {
  * canonicalised; IPv4-mapped IPv6 becomes IPv4. Not for request targets: see parseHost for those.
  */
 export function parseIpAddress (text: string): IpAddress | null {
-  const bytes = parseIpv4Bytes(text) ?? parseIpv6Bytes(text)
+  const bytes = canonicalIpBytes(text)
   return bytes === null ? null : formatIpBytes(bytes)
-}
-
-/** The canonical form of an address from elsewhere (a resolver answer may spell IPv4 as `::ffff:…`). */
-export function canonicalIp (address: IpAddress): IpAddress | null {
-  return parseIpAddress(address.address)
 }
 
 /**
@@ -110,6 +105,11 @@ export function canonicalIp (address: IpAddress): IpAddress | null {
 export function canonicalIpBytes (text: string): Uint8Array | null {
   const bytes = parseIpv4Bytes(text) ?? parseIpv6Bytes(text)
   return bytes !== null && isMappedIpv4(bytes) ? bytes.subarray(12) : bytes
+}
+
+/** The canonical form of an address from elsewhere (a resolver answer may spell IPv4 as `::ffff:…`). */
+export function canonicalIp (address: IpAddress): IpAddress | null {
+  return parseIpAddress(address.address)
 }
 
 /** 4 or 16 bytes of a canonical address. */
