@@ -137,7 +137,10 @@ t.test('dns-proxy with EGRESS_WORKERS=2: both accept, one killed is replaced, SI
 
   // SIGTERM: the primary drains every worker and exits 0; nothing of ours is left
   const stopped = await router.stop('SIGTERM', 20_000)
-  t.same(stopped, { code: 0, signal: null }, 'exit 0 after SIGTERM')
+  // seen once under the full suite's load (exit 1, no stopped line, both workers still alive at that moment):
+  // the daemon's stderr and last lines say why, in the log that CI keeps
+  const why = `stderr: ${router.stderr().trim().slice(-2000)}; last log: ${JSON.stringify(router.logs.slice(-8)).slice(-3000)}`
+  t.same(stopped, { code: 0, signal: null }, `exit 0 after SIGTERM (${why})`)
   t.ok(router.logs.some((l) => l.event === 'stopped'), 'the stopped line')
   t.same([survivor, fresh].filter(alive), [], 'no worker outlives the daemon')
 })
