@@ -37,7 +37,8 @@ export interface PoolWorker {
   send: (message: ToWorker) => boolean
   isConnected: () => boolean
   isDead: () => boolean
-  on: ((event: 'message', listener: (message: unknown) => void) => unknown) & ((event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void) => unknown)
+  on: ((event: 'message', listener: (message: unknown) => void) => unknown) & ((event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void) => unknown) &
+  ((event: 'error', listener: (err: Error) => void) => unknown)
   once: (event: 'exit', listener: () => void) => unknown
 }
 
@@ -137,6 +138,12 @@ export async function startWorkerPool (opts: WorkerPoolOptions): Promise<WorkerP
         settle(new Error(`worker ${worker.id} did not open its listeners within ${timeouts.start / 1000} s`))
         worker.process.kill('SIGKILL')
       }, timeouts.start)
+      // A message written to a worker that is exiting (a terminal's Ctrl-C, or a signal to the whole process
+      // group, reaches it at the same moment as the primary) fails with EPIPE, which node reports as the worker's
+      // 'error' event: with no listener that would end the primary before its drain. Its 'exit' follows.
+      worker.on('error', (err: Error) => {
+        logger.debug({ event: 'worker-channel-error', worker: worker.id, err }, `worker ${worker.id}: ${err.message}`)
+      })
       worker.on('message', (raw: unknown) => {
         const m = fromWorker(raw)
         if (m === null) return

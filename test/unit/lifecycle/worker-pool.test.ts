@@ -202,3 +202,22 @@ t.test('a worker still loading when the pool closes is told to stop when it says
   t.same(loading.sent.map((m) => m.t), ['stop'], 'hello while closing: stop, not start')
   t.ok(loading.dead, 'and it exited')
 })
+
+t.test('a message to a worker that is exiting fails like node reports it (an \'error\' event, EPIPE): logged, the pool still stops', async t => {
+  const o = options(() => {
+    const f = obliging(new FakeWorker())
+    const send = f.send.bind(f)
+    // node's ChildProcess.send: the pipe write fails, the error is emitted on the next tick, send still returns true
+    f.send = (m) => {
+      if (m.t !== 'stop') return send(m)
+      f.sent.push(m)
+      process.nextTick(() => { f.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' })) })
+      setImmediate(() => { f.exit(0) })
+      return true
+    }
+    return f
+  })
+  const pool = await startWorkerPool(o)
+  await pool.close(1_000)
+  t.equal(o.readiness.ready(), false, 'stopped, and this process is still here to say so')
+})
