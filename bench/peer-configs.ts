@@ -85,6 +85,16 @@ backend b${f.port}
   return parts.join('\n')
 }
 
+/**
+ * The plain Node forwarder (node-forward.ts), one process for every forward, its upstream connections from
+ * `source` as the daemon's.
+ */
+export function nodeForwardArgv (node: string, script: string, source: string, forwards: readonly Forward[]): string[] {
+  const listen = forwards[0]?.listen
+  if (listen === undefined || forwards.some((f) => f.listen !== listen)) throw new TypeError('node-forward: every forward needs the same listen address')
+  return [node, script, listen, source, ...forwards.map((f) => `${f.port}=${f.target}:${f.targetPort}`)]
+}
+
 /** socat: one forking listener per forward, the naive floor. */
 export function socatArgv (f: Forward): string[] {
   return ['socat', '-b', '131072', `TCP-LISTEN:${f.port},bind=${f.listen},fork,reuseaddr,backlog=1024`, `TCP:${f.target}:${f.targetPort}`]

@@ -220,7 +220,7 @@ export const GROUPS: readonly Group[] = [
   {
     id: 'dns-proxy',
     subject: 'dns-proxy',
-    peers: ['haproxy', 'socat'],
+    peers: ['haproxy', 'socat', 'node-forward'],
     metrics: [...TRAFFIC, ...MEMORY, 'readyMs'],
     targets: forwarderTargets('haproxy')
   },

@@ -1,12 +1,13 @@
 /**
  * One scenario = one router variant on a fresh topology: the daemon in one of its modes, or a peer
- * (hand-written nft, squid, tinyproxy, haproxy, socat) in the router namespace in its place, on the
+ * (hand-written nft, squid, tinyproxy, haproxy, socat, a plain Node forwarder) in the router namespace in its place, on the
  * same addresses, leaving through the same macvlan with the same nft ruleset as the daemon's mode.
  * runScenario never throws: a scenario that cannot start, or a workload that fails, is recorded.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { parseConfig } from '../src/config/config.js'
 import { readRawSettings } from '../src/config/env.js'
 import { createInterface } from 'node:readline'
@@ -14,12 +15,12 @@ import { ROUTER_BIN, startRouter, type LogLine } from '../src/lab/router-process
 import { buildTopology, LAB, type Topology } from '../src/lab/topology.js'
 import { waitFor } from '../src/lab/wait.js'
 import { buildPlan } from '../src/plan/plan.js'
-import { haproxyConf, nginxConf, socatArgv, squidConf, tinyproxyConf, type Forward } from './peer-configs.js'
+import { haproxyConf, nginxConf, nodeForwardArgv, socatArgv, squidConf, tinyproxyConf, type Forward } from './peer-configs.js'
 import { namespacePids, namespaceStats, type ProcStats } from './proc-stats.js'
 import type { ScenarioResult } from './report.js'
 import { iperf, pinned, startIdleClient, wrk, BOTH_CPUS, ROUTER_CPU, LOAD_CPU, type Pinning } from './workloads.js'
 
-export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w', 'dns-proxy-kernel'] as const
+export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'node-forward', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w', 'dns-proxy-kernel'] as const
 export type ScenarioId = typeof SCENARIOS[number]
 
 const A = LAB.v4
@@ -28,6 +29,7 @@ const HTTP_PORT = 80
 const PROXY_PORT = 8080
 const SHIM_PORT = 15201
 export const NS_PREFIX = 'erbench-'
+const NODE_FORWARD = fileURLToPath(new URL('./node-forward.js', import.meta.url))
 
 /** How clients reach the destination: straight at the router (TCP forward) or through a forward proxy. */
 type Access = 'tcp' | 'proxy'
@@ -53,6 +55,8 @@ const SPECS: Record<ScenarioId, Spec> = {
   haproxy: { access: 'tcp', daemon: false, idleLevels: LEVELS, cores: 1 },
   // one process per connection: 10,000 would be 10,000 processes
   socat: { access: 'tcp', daemon: false, idleLevels: [100, 1000], cores: 1 },
+  // the plain Node forwarder (bench/node-forward.ts): what Node itself costs beside the dns-proxy forwarders
+  'node-forward': { access: 'tcp', daemon: false, idleLevels: LEVELS, cores: 1 },
   // both cores: EGRESS_WORKERS=2 against haproxy with two threads (squid -N runs one process: no peer)
   'dns-proxy-2w': { access: 'tcp', daemon: true, idleLevels: [1000], cores: 2 },
   'haproxy-2t': { access: 'tcp', daemon: false, idleLevels: [1000], cores: 2 },
@@ -317,6 +321,11 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
       await initNetwork(topo)
       await nftApply(topo, modeNftScript('dns-proxy'))
       return await startPeer(topo, o, FORWARDS.map(socatArgv), HTTP_PORT, 'socat')
+    }
+    case 'node-forward': {
+      await initNetwork(topo)
+      await nftApply(topo, modeNftScript('dns-proxy'))
+      return await startPeer(topo, o, [nodeForwardArgv(process.execPath, NODE_FORWARD, A.source, FORWARDS)], HTTP_PORT, id)
     }
   }
 }

@@ -150,6 +150,18 @@ t.test('every group compares scenarios the bench runs; the two-core group pits E
   t.equal(daemonEnv('dns-proxy').EGRESS_WORKERS, undefined, 'the one-core daemon runs without workers')
 })
 
+t.test('the plain Node forwarder gets every forward on one command line, from the source address', async t => {
+  const { nodeForwardArgv } = await import('../../../bench/peer-configs.js')
+  const fw = [
+    { listen: '198.51.100.1', port: 80, target: '203.0.113.10', targetPort: 80 },
+    { listen: '198.51.100.1', port: 5201, target: '203.0.113.10', targetPort: 5202 }
+  ]
+  t.same(nodeForwardArgv('/usr/bin/node', '/b/node-forward.js', '192.0.2.99', fw),
+    ['/usr/bin/node', '/b/node-forward.js', '198.51.100.1', '192.0.2.99', '80=203.0.113.10:80', '5201=203.0.113.10:5202'])
+  t.throws(() => nodeForwardArgv('node', 'f.js', '192.0.2.99', []), /same listen address/)
+  t.throws(() => nodeForwardArgv('node', 'f.js', '192.0.2.99', [fw[0] as typeof fw[number], { ...fw[1] as typeof fw[number], listen: '198.51.100.9' }]), /same listen address/)
+})
+
 t.test('receive steering masks: one bit per CPU of the taskset list', async t => {
   const { rpsMask } = await import('../../../bench/scenarios.js')
   t.equal(rpsMask(0), '1')
