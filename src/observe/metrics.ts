@@ -2,7 +2,8 @@
  * Prometheus metrics (prom-client), one registry per daemon so tests can run several in one process.
  * Label values are bounded: mode, forward port, outcome, rule line — never client addresses.
  */
-import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import { registerDefaultMetrics } from './default-metrics.js'
 import { runMirrors } from './mirrors.js'
 
 export type Outcome = 'ok' | 'denied' | 'refused' | 'timeout' | 'unresolved' | 'error' | 'bad-request' | 'aborted'
@@ -37,19 +38,9 @@ export interface Metrics {
   readonly beforeScrape: Set<() => void>
 }
 
-/**
- * How often the event-loop lag metrics (`egress_router_nodejs_eventloop_lag_*`) sample the loop, in ms. prom-client's
- * default, 10 ms, is a timer that wakes the process 100 times a second for as long as it runs: an idle http-proxy
- * then spent 250-270 ms of CPU per 20 s (100 wakeups/s), against 160-170 ms (12-13 wakeups/s) at 100 ms. Ten samples
- * a second still give a scrape every 15 s 150 of them; each sample's delay is measured to the nanosecond either way.
- */
-export const EVENT_LOOP_SAMPLE_MS = 100
-
 export function createMetrics (opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry()
-  if (opts.defaultMetrics !== false) {
-    collectDefaultMetrics({ register: registry, prefix: 'egress_router_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS })
-  }
+  if (opts.defaultMetrics !== false) registerDefaultMetrics(registry, 'egress_router_')
   const r = [registry]
   const beforeScrape = new Set<() => void>()
   // Reading a connection or ACL metric (a scrape, or get() in a test) first brings the counts the proxies
