@@ -143,6 +143,7 @@ export const METRICS: readonly MetricSpec[] = [
   { id: 'kaP50', label: 'p50, keep-alive', unit: 'ms', better: 'lower', digits: 2 },
   { id: 'kaP99', label: 'p99, keep-alive', unit: 'ms', better: 'lower', digits: 2 },
   { id: 'rssIdle', label: 'RSS, no connections', unit: 'MiB', better: 'lower', digits: 1 },
+  { id: 'cpuIdle', label: 'CPU with no connections (5 s)', unit: '% of a core', better: 'lower', digits: 2 },
   { id: 'rss100', label: 'RSS, 100 idle tunnels', unit: 'MiB', better: 'lower', digits: 1 },
   { id: 'rss1k', label: 'RSS, 1,000 idle tunnels', unit: 'MiB', better: 'lower', digits: 1 },
   { id: 'rss10k', label: 'RSS, 10,000 idle tunnels (or the fd-limited top level)', unit: 'MiB', better: 'lower', digits: 1 },
@@ -182,7 +183,7 @@ export interface Group {
 }
 
 const TRAFFIC = ['tcp1', 'tcp4', 'connPerSec', 'closeP50', 'closeP99', 'reqPerSec', 'kaP50', 'kaP99']
-const MEMORY = ['rssIdle', 'rss100', 'rss1k', 'rss10k', 'rssAfterLoad', 'kibPerConn1k', 'kibPerConn10k', 'cpuUsPerConn1k', 'cpuUsPerConn10k']
+const MEMORY = ['rssIdle', 'cpuIdle', 'rss100', 'rss1k', 'rss10k', 'rssAfterLoad', 'kibPerConn1k', 'kibPerConn10k', 'cpuUsPerConn1k', 'cpuUsPerConn10k']
 
 /** The dns-proxy targets, against haproxy on as many cores as the forwarder: throughput and new connections/s ≥ 1×. */
 function forwarderTargets (peer: string): Target[] {
