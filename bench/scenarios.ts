@@ -406,6 +406,14 @@ async function attempt (result: ScenarioResult, metric: string, o: BenchOptions,
 /** how long the CPU of a router with no connections is measured */
 const IDLE_CPU_MS = 5_000
 
+/** Runs fn and returns its result with the CPU the namespace's processes spent meanwhile, as a share of one core. */
+async function cpuShareDuring<T> (ns: string, fn: () => Promise<T>): Promise<{ value: T, share: number }> {
+  const before = await namespaceStats(ns)
+  const started = performance.now()
+  const value = await fn()
+  return { value, share: ((await namespaceStats(ns)).cpuMs - before.cpuMs) / (performance.now() - started) }
+}
+
 /** RSS after it has settled: two readings 300 ms apart within 1 % (at most ~5 s). */
 async function settledStats (ns: string): Promise<ProcStats> {
   let last = await namespaceStats(ns)
@@ -429,10 +437,8 @@ async function idleCurve (topo: Topology, spec: Spec, result: ScenarioResult, o:
   record(result, 'rssIdle', base.rssKiB / 1024)
   result.notes.push(`idle: ${base.pids} process(es), PSS ${(base.pssKiB / 1024).toFixed(1)} MiB with no connections`)
   // what the router spends doing nothing (timers, self-healing checks): clock ticks are 10 ms, so 5 s resolve 0.2 %
-  const quiet = await namespaceStats(topo.ns.router)
-  const quietFrom = performance.now()
-  await new Promise((resolve) => setTimeout(resolve, IDLE_CPU_MS))
-  record(result, 'cpuIdle', ((await namespaceStats(topo.ns.router)).cpuMs - quiet.cpuMs) / (performance.now() - quietFrom) * 100)
+  const quiet = await cpuShareDuring(topo.ns.router, async () => { await new Promise((resolve) => setTimeout(resolve, IDLE_CPU_MS)) })
+  record(result, 'cpuIdle', quiet.share * 100)
   const client = startIdleClient(topo, o.pin, spec.access === 'proxy'
     ? { host: A.routerPod, port: PROXY_PORT, connect: `${A.dest}:${HTTP_PORT}` }
     : { host: A.routerPod, port: HTTP_PORT })
@@ -495,10 +501,7 @@ async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir:
         await attempt(result, `tcp${streams}`, o, async () => {
           // the router's CPU while it carries the stream(s): near 100% per core it is the limit, well below it the
           // limit is elsewhere (the load's CPU, the CONNECT shim)
-          const before = await namespaceStats(topo.ns.router)
-          const started = performance.now()
-          const r = await iperf(topo, o.pin, { ...iperfTarget, streams, seconds: o.seconds })
-          const cpu = ((await namespaceStats(topo.ns.router)).cpuMs - before.cpuMs) / (performance.now() - started)
+          const { value: r, share: cpu } = await cpuShareDuring(topo.ns.router, async () => await iperf(topo, o.pin, { ...iperfTarget, streams, seconds: o.seconds }))
           record(result, `tcp${streams}`, r.gbps)
           // numbered across rounds (each round runs a scenario once)
           const nth = result.samples[`tcp${streams}`]?.length ?? 0
