@@ -206,7 +206,7 @@ export const GROUPS: readonly Group[] = [
   {
     id: 'http-proxy',
     subject: 'http-proxy',
-    peers: ['squid', 'tinyproxy'],
+    peers: ['squid', 'tinyproxy', 'node-http-relay'],
     metrics: [...TRAFFIC, ...MEMORY, 'readyMs'],
     targets: [
       { metric: 'reqPerSec', kind: 'ratio-min', value: 1.2, peer: 'squid' },

@@ -20,7 +20,7 @@ import { namespacePids, namespaceStats, type ProcStats } from './proc-stats.js'
 import type { ScenarioResult } from './report.js'
 import { iperf, pinned, startIdleClient, wrk, BOTH_CPUS, ROUTER_CPU, LOAD_CPU, type Pinning } from './workloads.js'
 
-export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'node-forward', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w', 'dns-proxy-kernel'] as const
+export const SCENARIOS = ['redirect', 'kernel-nft', 'http-proxy', 'squid', 'tinyproxy', 'dns-proxy', 'haproxy', 'socat', 'node-forward', 'node-http-relay', 'dns-proxy-2w', 'haproxy-2t', 'http-proxy-2w', 'dns-proxy-kernel'] as const
 export type ScenarioId = typeof SCENARIOS[number]
 
 const A = LAB.v4
@@ -30,6 +30,7 @@ const PROXY_PORT = 8080
 const SHIM_PORT = 15201
 export const NS_PREFIX = 'erbench-'
 const NODE_FORWARD = fileURLToPath(new URL('./node-forward.js', import.meta.url))
+const NODE_HTTP_RELAY = fileURLToPath(new URL('./node-http-relay.js', import.meta.url))
 
 /** How clients reach the destination: straight at the router (TCP forward) or through a forward proxy. */
 type Access = 'tcp' | 'proxy'
@@ -42,6 +43,8 @@ interface Spec {
   idleLevels: readonly number[]
   /** cores the router gets: 1 (CPU 1 alone) or 2 (both, CPU 0 shared with the load) */
   cores: 1 | 2
+  /** a proxy without CONNECT: no tunnels, no bulk throughput (iperf3 reaches it only through a tunnel) */
+  noConnect?: true
 }
 
 const LEVELS = [100, 1000, 10_000]
@@ -57,6 +60,8 @@ const SPECS: Record<ScenarioId, Spec> = {
   socat: { access: 'tcp', daemon: false, idleLevels: [100, 1000], cores: 1 },
   // the plain Node forwarder (bench/node-forward.ts): what Node itself costs beside the dns-proxy forwarders
   'node-forward': { access: 'tcp', daemon: false, idleLevels: LEVELS, cores: 1 },
+  // the plain Node keep-alive HTTP relay (bench/node-http-relay.ts): no CONNECT, so no tunnels and no bulk
+  'node-http-relay': { access: 'proxy', daemon: false, idleLevels: [], cores: 1, noConnect: true },
   // both cores: EGRESS_WORKERS=2 against haproxy with two threads (squid -N runs one process: no peer)
   'dns-proxy-2w': { access: 'tcp', daemon: true, idleLevels: [1000], cores: 2 },
   'haproxy-2t': { access: 'tcp', daemon: false, idleLevels: [1000], cores: 2 },
@@ -327,6 +332,11 @@ async function startVariant (id: ScenarioId, topo: Topology, dir: string, o: Ben
       await nftApply(topo, modeNftScript('dns-proxy'))
       return await startPeer(topo, o, [nodeForwardArgv(process.execPath, NODE_FORWARD, A.source, FORWARDS)], HTTP_PORT, id)
     }
+    case 'node-http-relay': {
+      await initNetwork(topo)
+      await nftApply(topo, modeNftScript('http-proxy'))
+      return await startPeer(topo, o, [[process.execPath, NODE_HTTP_RELAY, A.routerPod, String(PROXY_PORT), A.source]], PROXY_PORT, id)
+    }
   }
 }
 
@@ -373,12 +383,12 @@ async function startDestination (topo: Topology, dir: string, o: BenchOptions): 
 }
 
 /** Through the router, once: the destination must answer and must have seen EGRESS_SOURCE. */
-async function smoke (topo: Topology, access: Access): Promise<void> {
-  const checks = access === 'tcp'
+async function smoke (topo: Topology, spec: Spec): Promise<void> {
+  const checks = spec.access === 'tcp'
     ? [['curl', '-sS', '--max-time', '5', `http://${A.routerPod}:${HTTP_PORT}/`]]
     : [
         ['curl', '-sS', '--max-time', '5', '-x', `http://${A.routerPod}:${PROXY_PORT}`, `http://${A.dest}/`],
-        ['curl', '-sS', '--max-time', '5', '-p', '-x', `http://${A.routerPod}:${PROXY_PORT}`, `http://${A.dest}/`]
+        ...spec.noConnect === true ? [] : [['curl', '-sS', '--max-time', '5', '-p', '-x', `http://${A.routerPod}:${PROXY_PORT}`, `http://${A.dest}/`]]
       ]
   for (const argv of checks) {
     const r = await waitFor(async () => {
@@ -475,7 +485,8 @@ const WARMUP_SECONDS = 5
 async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir: string, o: BenchOptions): Promise<void> {
   const proxy = spec.access === 'proxy'
   let shim: ReturnType<Topology['spawn']> | null = null
-  if (proxy) {
+  const bulk = spec.noConnect !== true
+  if (proxy && bulk) {
     // iperf3 speaks no HTTP: a CONNECT forward in the client namespace (socat's PROXY address) carries it
     shim = topo.spawn('client', pinned(o.pin, LOAD_CPU, ['socat', '-b', '131072', `TCP-LISTEN:${SHIM_PORT},bind=127.0.0.1,fork,reuseaddr`,
       `PROXY:${A.routerPod}:${A.dest}:${IPERF_PORT},proxyport=${PROXY_PORT}`]), { stdio: ['ignore', 'ignore', 'ignore'] })
@@ -497,7 +508,7 @@ async function traffic (topo: Topology, spec: Spec, result: ScenarioResult, dir:
     }
     for (let run = 1; run <= o.runs; run++) {
       o.say(`bench:   run ${run}/${o.runs}`)
-      for (const streams of [1, 4]) {
+      for (const streams of bulk ? [1, 4] : []) {
         await attempt(result, `tcp${streams}`, o, async () => {
           // the router's CPU while it carries the stream(s): near 100% per core it is the limit, well below it the
           // limit is elsewhere (the load's CPU, the CONNECT shim)
@@ -554,7 +565,7 @@ export async function runScenario (id: ScenarioId, o: BenchOptions, round: { res
     running = await startVariant(id, topo, dir, o)
     if (running.setupMs !== undefined) record(result, 'setupMs', running.setupMs)
     if (running.readyMs !== undefined && spec.daemon) record(result, 'readyMs', running.readyMs)
-    await smoke(topo, spec.access)
+    await smoke(topo, spec)
     if (round.idle !== false) await idleCurve(topo, spec, result, o)
     await traffic(topo, spec, result, dir, o)
     // what the load left behind: a heap grown under churn (V8's young generation, allocator arenas) stays grown

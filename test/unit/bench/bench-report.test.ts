@@ -90,13 +90,14 @@ t.test('a group table shows medians, a ratio per peer, and marks each target', a
   const results = new Map([
     ['http-proxy', result('http-proxy', { reqPerSec: [12_000, 13_000, 11_000], kaP99: [2, 2, 9] })],
     ['squid', result('squid', { reqPerSec: [10_000, 10_000, 10_000], kaP99: [3, 3, 3] })],
-    ['tinyproxy', result('tinyproxy', {}, { ok: false, error: 'tinyproxy exited (1)' })]
+    ['tinyproxy', result('tinyproxy', {}, { ok: false, error: 'tinyproxy exited (1)' })],
+    ['node-http-relay', result('node-http-relay', { reqPerSec: [24_000, 24_000, 24_000] })]
   ])
   const table = renderGroupTable(group, results)
   const lines = table.split('\n')
-  t.match(lines[0], '| metric | unit | http-proxy | squid | tinyproxy | ÷ squid | ÷ tinyproxy | target | verdict |')
-  t.ok(lines.includes('| requests, keep-alive | req/s | 12,000 | 10,000 | — | 1.20× | — | ≥ 1.2× squid | ✅ met |'), table)
-  t.ok(lines.includes('| p99, keep-alive | ms | 2.00 | 3.00 | — | 0.67× | — | ≤ 1× squid | ✅ met |'), table)
+  t.match(lines[0], '| metric | unit | http-proxy | squid | tinyproxy | node-http-relay | ÷ squid | ÷ tinyproxy | ÷ node-http-relay | target | verdict |')
+  t.ok(lines.includes('| requests, keep-alive | req/s | 12,000 | 10,000 | — | 24,000 | 1.20× | — | 0.50× | ≥ 1.2× squid | ✅ met |'), table)
+  t.ok(lines.includes('| p99, keep-alive | ms | 2.00 | 3.00 | — | — | 0.67× | — | — | ≤ 1× squid | ✅ met |'), table)
   t.ok(lines.some((l) => l.startsWith('| bulk TCP, 1 stream |') && l.endsWith('| n/a |')), 'a target without figures is n/a')
   t.notOk(lines.some((l) => l.startsWith('| RSS, 10,000')), 'rows with no figure and no target are left out')
   t.same(renderProblems(group, results), ['- tinyproxy: FAILED: tinyproxy exited (1)'])
