@@ -4,7 +4,7 @@
  * /proc. RSS counts shared pages once per process, as `ps` does; PSS splits them, which is fairer to
  * forking peers, so both are kept.
  */
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { run } from '../src/lab/exec.js'
 
 export interface ProcStats {
@@ -15,7 +15,7 @@ export interface ProcStats {
   cpuMs: number
 }
 
-const CLOCK_TICKS_PER_S = 100
+export const CLOCK_TICKS_PER_S = 100
 
 /** Equivalent to: ip netns pids NS */
 export async function namespacePids (ns: string): Promise<number[]> {
@@ -23,11 +23,16 @@ export async function namespacePids (ns: string): Promise<number[]> {
   return r.stdout.split(/\s+/).filter((s) => /^\d+$/.test(s)).map(Number)
 }
 
-/** `/proc/PID/stat` fields 14 and 15 (utime, stime), after the parenthesised command name. */
+/**
+ * `/proc/PID/stat` fields 14 to 17, after the parenthesised command name: the process's own CPU (utime, stime) and
+ * that of its children it has waited for (cutime, cstime). Without the children's, a router that forks per connection
+ * (socat) loses the CPU of every child that exits during a measurement (it read -61 % of a core), and a daemon's
+ * nft runs would not count. A child that has exited but is not yet waited for is counted by procStats.
+ */
 export function parseStatCpuTicks (stat: string): number {
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // rest[0] is field 3 (state): utime is field 14 → rest[11], stime field 15 → rest[12]
-  return Number(rest[11]) + Number(rest[12])
+  // rest[0] is field 3 (state): utime is field 14 → rest[11], stime 15 → rest[12], cutime 16 → rest[13], cstime 17 → rest[14]
+  return Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])
 }
 
 /** A `kB` line of /proc/PID/status or smaps_rollup (`VmRSS:   1234 kB`). */
@@ -36,9 +41,37 @@ export function kbField (text: string, name: string): number {
   return m === null ? 0 : Number(m[1])
 }
 
+/** The state field of a `/proc/PID/stat` text (`R`, `S`, `Z`, …). */
+export function statState (stat: string): string {
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+}
+
+/**
+ * Children of `pid` that have exited and wait to be reaped (zombies). A zombie is in no namespace any more, so
+ * `ip netns pids` leaves it out; its CPU would drop out of the sum until its parent waits for it, and then come back
+ * at once in the parent's cutime.
+ */
+function zombieChildren (pid: number): number[] {
+  const out: number[] = []
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) {
+        if (!/^\d+$/.test(c)) continue
+        try { if (statState(readFileSync(`/proc/${c}/stat`, 'utf8')) === 'Z') out.push(Number(c)) } catch { /* reaped meanwhile */ }
+      }
+    }
+  } catch { /* exited meanwhile */ }
+  return out
+}
+
 export function procStats (pids: readonly number[]): ProcStats {
   const total: ProcStats = { pids: 0, rssKiB: 0, pssKiB: 0, cpuMs: 0 }
+  const listed = new Set(pids)
   for (const pid of pids) {
+    for (const z of zombieChildren(pid)) {
+      if (listed.has(z)) continue
+      try { total.cpuMs += parseStatCpuTicks(readFileSync(`/proc/${z}/stat`, 'utf8')) * 1000 / CLOCK_TICKS_PER_S } catch { /* reaped meanwhile */ }
+    }
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8')
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

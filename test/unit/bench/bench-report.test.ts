@@ -4,7 +4,7 @@ import {
   type ScenarioResult
 } from '../../../bench/report.js'
 import { wrkScript } from '../../../bench/wrk-script.js'
-import { parseStatCpuTicks, kbField } from '../../../bench/proc-stats.js'
+import { parseStatCpuTicks, kbField, procStats, statState, CLOCK_TICKS_PER_S } from '../../../bench/proc-stats.js'
 import { hotFunctions } from '../../../bench/cpu-profile.js'
 import { aclText } from '../../../bench/acl-cost.js'
 import { parseHttpAcl } from '../../../src/config/http-acl.js'
@@ -106,9 +106,32 @@ t.test('a group table shows medians, a ratio per peer, and marks each target', a
 t.test('/proc parsing: CPU ticks after the command name, kB fields', async t => {
   const stat = '1234 (node (worker) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 11 0 500 0 0'
   t.equal(parseStatCpuTicks(stat), 300)
+  t.equal(statState('99 (so) (cat) Z 1 99'), 'Z')
+  t.equal(parseStatCpuTicks('99 (socat) S 1 99 99 0 -1 4194560 100 0 0 0 7 3 40 20 20 0 1 0 500 0 0'), 70, 'with the CPU of children waited for')
   t.equal(kbField('Name:\tnode\nVmRSS:\t   51234 kB\n', 'VmRSS'), 51234)
   t.equal(kbField('Rss: 10 kB\nPss:     777 kB\n', 'Pss'), 777)
   t.equal(kbField('nothing', 'VmRSS'), 0)
+})
+
+t.test('procStats counts the CPU of a child that has exited and is not yet waited for', async t => {
+  const { spawn } = await import('node:child_process')
+  const { readdirSync, readFileSync } = await import('node:fs')
+  // the busy child outlives nothing: it exits while its parent (now `sleep`, which never waits) holds it as a zombie
+  const parent = spawn('sh', ['-c', 'i=0; (while [ $i -lt 300000 ]; do i=$((i+1)); done) & exec sleep 20'], { stdio: 'ignore' })
+  t.teardown(() => { parent.kill('SIGKILL') })
+  const pid = parent.pid as number
+  const zombie = (): boolean => {
+    try {
+      return readdirSync(`/proc/${pid}/task`).some((tid) => readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')
+        .some((c) => /^\d+$/.test(c) && statState(readFileSync(`/proc/${c}/stat`, 'utf8')) === 'Z'))
+    } catch { return false }
+  }
+  const deadline = Date.now() + 20_000
+  while (!zombie() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.ok(zombie(), 'the busy child is a zombie')
+  const own = parseStatCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * 1000 / CLOCK_TICKS_PER_S
+  const cpu = procStats([pid]).cpuMs
+  t.ok(cpu - own >= 50, `the zombie's CPU counts: ${cpu} ms in all, ${own} ms the parent's own`)
 })
 
 t.test('a CPU profile is summarised as self time per function, heaviest first', async t => {
