@@ -1,7 +1,8 @@
 /**
  * One scenario = one router variant on a fresh topology: the daemon in one of its modes, or a peer
- * (hand-written nft, squid, tinyproxy, haproxy, socat, a plain Node forwarder) in the router namespace in its place, on the
- * same addresses, leaving through the same macvlan with the same nft ruleset as the daemon's mode.
+ * (hand-written nft, squid, tinyproxy, haproxy, socat, a plain Node forwarder, a plain Node HTTP relay) in
+ * the router namespace in its place, on the same addresses, leaving through the same macvlan with the same
+ * nft ruleset as the daemon's mode.
  * runScenario never throws: a scenario that cannot start, or a workload that fails, is recorded.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs'
