@@ -14,6 +14,8 @@ const CRLF2 = Buffer.from('\r\n\r\n')
 const idle = new Map<string, net.Socket[]>()
 
 interface Exchange {
+  /** the client the answer goes to */
+  client: net.Socket
   /** response bytes still to come; -1 until the response head has been read */
   left: number
   head: Buffer
@@ -50,19 +52,14 @@ function onResponseBytes (s: net.Socket, chunk: Buffer): void {
     const m = /\r\ncontent-length:\s*(\d+)/i.exec(head)
     const body = x.head.subarray(end + 4)
     // the destination's connection is kept; the client's is closed after this answer when it asked
-    if (x.close) client(s).write(Buffer.concat([Buffer.from(`${head.replace(/\r\nconnection:[^\r]*/gi, '')}\r\nConnection: close\r\n\r\n`, 'latin1'), body]))
-    else client(s).write(x.head)
+    if (x.close) x.client.write(Buffer.concat([Buffer.from(`${head.replace(/\r\nconnection:[^\r]*/gi, '')}\r\nConnection: close\r\n\r\n`, 'latin1'), body]))
+    else x.client.write(x.head)
     x.left = m === null ? Number.POSITIVE_INFINITY : Number(m[1]) - body.length
   } else {
-    client(s).write(chunk)
+    x.client.write(chunk)
     x.left -= chunk.length
   }
   if (x.left <= 0) x.done()
-}
-
-const clients = new WeakMap<net.Socket, net.Socket>()
-function client (upstream: net.Socket): net.Socket {
-  return clients.get(upstream) as net.Socket
 }
 
 function main (argv: readonly string[]): void {
@@ -88,8 +85,8 @@ function main (argv: readonly string[]): void {
       const close = lines.some((l) => /^connection:\s*close\s*$/i.test(l))
       const up = upstreamFor(key, host, tport, source)
       busy = true
-      clients.set(up, c)
       exchanges.set(up, {
+        client: c,
         left: -1,
         head: Buffer.alloc(0),
         close,

@@ -51,13 +51,16 @@ export function statState (stat: string): string {
  * `ip netns pids` leaves it out; its CPU would drop out of the sum until its parent waits for it, and then come back
  * at once in the parent's cutime.
  */
-function zombieChildren (pid: number): number[] {
-  const out: number[] = []
+export function zombieChildren (pid: number): Array<{ pid: number, cpuTicks: number }> {
+  const out: Array<{ pid: number, cpuTicks: number }> = []
   try {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')) {
         if (!/^\d+$/.test(c)) continue
-        try { if (statState(readFileSync(`/proc/${c}/stat`, 'utf8')) === 'Z') out.push(Number(c)) } catch { /* reaped meanwhile */ }
+        try {
+          const stat = readFileSync(`/proc/${c}/stat`, 'utf8')
+          if (statState(stat) === 'Z') out.push({ pid: Number(c), cpuTicks: parseStatCpuTicks(stat) })
+        } catch { /* reaped meanwhile */ }
       }
     }
   } catch { /* exited meanwhile */ }
@@ -68,10 +71,7 @@ export function procStats (pids: readonly number[]): ProcStats {
   const total: ProcStats = { pids: 0, rssKiB: 0, pssKiB: 0, cpuMs: 0 }
   const listed = new Set(pids)
   for (const pid of pids) {
-    for (const z of zombieChildren(pid)) {
-      if (listed.has(z)) continue
-      try { total.cpuMs += parseStatCpuTicks(readFileSync(`/proc/${z}/stat`, 'utf8')) * 1000 / CLOCK_TICKS_PER_S } catch { /* reaped meanwhile */ }
-    }
+    for (const z of zombieChildren(pid)) if (!listed.has(z.pid)) total.cpuMs += z.cpuTicks * 1000 / CLOCK_TICKS_PER_S
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8')
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

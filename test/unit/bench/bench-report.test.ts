@@ -4,7 +4,7 @@ import {
   type ScenarioResult
 } from '../../../bench/report.js'
 import { wrkScript } from '../../../bench/wrk-script.js'
-import { parseStatCpuTicks, kbField, procStats, statState, CLOCK_TICKS_PER_S } from '../../../bench/proc-stats.js'
+import { parseStatCpuTicks, kbField, procStats, statState, zombieChildren, CLOCK_TICKS_PER_S } from '../../../bench/proc-stats.js'
 import { hotFunctions } from '../../../bench/cpu-profile.js'
 import { aclText } from '../../../bench/acl-cost.js'
 import { parseHttpAcl } from '../../../src/config/http-acl.js'
@@ -115,17 +115,12 @@ t.test('/proc parsing: CPU ticks after the command name, kB fields', async t => 
 
 t.test('procStats counts the CPU of a child that has exited and is not yet waited for', async t => {
   const { spawn } = await import('node:child_process')
-  const { readdirSync, readFileSync } = await import('node:fs')
+  const { readFileSync } = await import('node:fs')
   // the busy child outlives nothing: it exits while its parent (now `sleep`, which never waits) holds it as a zombie
   const parent = spawn('sh', ['-c', 'i=0; (while [ $i -lt 300000 ]; do i=$((i+1)); done) & exec sleep 20'], { stdio: 'ignore' })
   t.teardown(() => { parent.kill('SIGKILL') })
   const pid = parent.pid as number
-  const zombie = (): boolean => {
-    try {
-      return readdirSync(`/proc/${pid}/task`).some((tid) => readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ')
-        .some((c) => /^\d+$/.test(c) && statState(readFileSync(`/proc/${c}/stat`, 'utf8')) === 'Z'))
-    } catch { return false }
-  }
+  const zombie = (): boolean => zombieChildren(pid).length > 0
   const deadline = Date.now() + 20_000
   while (!zombie() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
   t.ok(zombie(), 'the busy child is a zombie')
