@@ -30,6 +30,11 @@ export const MEDIUM_READ = 65_536
 export const LARGE_READ = 262_144
 /** sockets that may hold a LARGE_READ buffer at once (64 MiB in all) */
 export const LARGE_READ_BUDGET = 256
+/**
+ * bytes a socket keeps before its relay starts, reading on meanwhile (a TLS ClientHello, a first request);
+ * past this it is paused until the relay takes them. Every connection being set up may hold this much.
+ */
+export const EARLY_READ_LIMIT = 4 * SMALL_READ
 
 let largeInUse = 0
 
@@ -42,8 +47,11 @@ export function largeReadsInUse (): number {
 }
 
 /**
- * The reading half of one socket. Until the relay attaches a sink, bytes read are kept (`pending`)
- * and the socket is paused, so nothing is lost or overwritten between accept/connect and the relay.
+ * The reading half of one socket. Until the relay attaches a sink, bytes read are kept (`pending`), so
+ * nothing is lost between accept/connect and the relay, and the socket goes on reading, up to
+ * EARLY_READ_LIMIT bytes: a client that resets or closes while the relay is still connecting upstream is
+ * seen at once (a paused socket is not polled, so its reset would go unnoticed until the connect ended, up
+ * to its timeout, with the upstream SYN and a descriptor held for nobody). Past the limit it is paused.
  */
 export class ReadSide {
   socket: Socket | null = null
@@ -56,8 +64,9 @@ export class ReadSide {
    * meanwhile (the socket is paused); a chunk from the shared one is a copy, so it needs no such care
    */
   held = false
-  /** bytes read before a sink was attached (a view into `buf`, held meanwhile, or a copy) */
-  pending: Buffer | null = null
+  /** bytes read before a sink was attached, each chunk a copy, in order */
+  private pending: Buffer[] | null = null
+  private pendingBytes = 0
   private sink: ((chunk: Buffer) => void) | null = null
 
   /** the `onread` option for net.connect / new net.Socket */
@@ -72,15 +81,19 @@ export class ReadSide {
     // the shared buffer is read into by the next socket that has data: what it holds is copied out
     const chunk = buf === SHARED_SMALL ? Buffer.from(buf.subarray(0, n)) : buf.subarray(0, n)
     if (this.sink !== null) { this.sink(chunk); return }
-    // Paused below, so nothing is read after this before attach(): one chunk at most.
-    this.pending = chunk
-    this.held = true
-    this.socket?.pause()
+    // No sink yet: every read before one goes into the shared small buffer (next() keeps it there), so the
+    // chunk is a copy already and reading on cannot overwrite it.
+    (this.pending ??= []).push(chunk)
+    this.pendingBytes += n
+    if (this.pendingBytes >= EARLY_READ_LIMIT) {
+      this.held = true
+      this.socket?.pause()
+    }
   }
 
   /** Called by net after every read: the buffer for the next one. */
   private next (): Buffer {
-    if (this.held) return this.buf
+    if (this.held || this.sink === null) return this.buf
     const size = this.buf.length
     const full = this.last === size
     if (full && size < LARGE_READ) {
@@ -101,16 +114,23 @@ export class ReadSide {
 
   /**
    * From now on every chunk goes to `sink`, which sets `held` (and pauses the socket) while a write
-   * of it is unfinished. Returns the bytes read before, if any: the caller passes them to its sink
-   * first, then resumes the socket unless held.
+   * of it is unfinished. Returns the bytes read before, if any (one buffer): the caller passes them to
+   * its sink first, then resumes the socket unless held.
    */
   attach (sink: (chunk: Buffer) => void): Buffer | null {
     this.sink = sink
     const early = this.pending
     this.pending = null
-    // The socket stays paused (it was paused when they came) until the caller has written them on.
+    this.pendingBytes = 0
+    // A socket paused at the limit stays paused until the caller has written them on.
     this.held = false
-    return early
+    if (early === null) return null
+    return early.length === 1 ? early[0] as Buffer : Buffer.concat(early)
+  }
+
+  /** bytes read and kept before a sink was attached (for tests and diagnostics) */
+  get earlyBytes (): number {
+    return this.pendingBytes
   }
 }
 

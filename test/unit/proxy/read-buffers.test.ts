@@ -1,5 +1,5 @@
 import t from 'tap'
-import { LARGE_READ, LARGE_READ_BUDGET, MEDIUM_READ, ReadSide, SMALL_READ, largeReadsInUse } from '../../../src/proxy/read-buffers.js'
+import { EARLY_READ_LIMIT, LARGE_READ, LARGE_READ_BUDGET, MEDIUM_READ, ReadSide, SMALL_READ, largeReadsInUse } from '../../../src/proxy/read-buffers.js'
 
 /** the buffer net would read into next, per side: asked for once at the start, then after every read */
 const current = new WeakMap<ReadSide, Buffer>()
@@ -87,4 +87,43 @@ t.test('a side back from a large buffer returns to the shared small one', async 
   t.equal(side.onread.buffer().length, LARGE_READ)
   reads(side, [10])
   t.equal(side.onread.buffer(), small, 'the shared one, not a new small buffer')
+})
+
+t.test('before its relay starts a side reads on, keeping copies on the small buffer, and pauses at the limit', async t => {
+  const side = new ReadSide()
+  let paused = 0
+  side.socket = { pause: () => { paused += 1 } } as unknown as NonNullable<ReadSide['socket']>
+  const sent: string[] = []
+  let buf = side.onread.buffer()
+  // full reads (which would move an attached side to a large buffer) until just under the limit
+  const fulls = EARLY_READ_LIMIT / SMALL_READ - 1
+  for (let i = 0; i < fulls; i++) {
+    const text = String(i).repeat(SMALL_READ).slice(0, SMALL_READ)
+    buf.write(text, 'latin1')
+    side.onread.callback(SMALL_READ, buf)
+    sent.push(text)
+    buf = side.onread.buffer()
+    t.equal(buf.length, SMALL_READ, `read ${i + 1}: still the small buffer (no large one for bytes nobody relays yet)`)
+  }
+  t.equal(paused, 0, 'not paused under the limit: a reset or FIN meanwhile is seen')
+  t.equal(side.held, false)
+  buf.write('last', 'latin1')
+  side.onread.callback(SMALL_READ, buf)
+  sent.push(buf.toString('latin1'))
+  t.equal(side.earlyBytes, EARLY_READ_LIMIT)
+  t.equal(paused, 1, 'paused once the limit is reached')
+  t.equal(side.held, true, 'and held: its buffer stays as it is')
+  t.equal(largeReadsInUse(), 0, 'no large buffer was taken')
+  const early = side.attach(() => {})
+  t.equal(early?.toString('latin1'), sent.join(''), 'attach hands over every early byte, in order')
+  t.equal(side.held, false)
+  t.equal(side.earlyBytes, 0)
+  t.equal(side.onread.buffer().length, LARGE_READ, 'attached, the reads that filled the small buffer move it to a large one, as they would have')
+  t.equal(largeReadsInUse(), 1)
+  side.release()
+})
+
+t.test('a side with nothing read before its relay starts hands over nothing', async t => {
+  const side = new ReadSide()
+  t.equal(side.attach(() => {}), null)
 })
