@@ -240,14 +240,12 @@ export type NetworkDrift =
   | { readonly kind: 'route', readonly description: string, readonly route: RoutePlan }
   | { readonly kind: 'rule', readonly description: string, readonly rule: RulePlan }
 
-/** What of the plan is missing or different in the kernel now, each drift in words. Reads only. */
-export async function diffNetwork (plan: NetworkPlan, nl: Rtnl): Promise<NetworkDrift[]> {
-  const name = plan.link.name
-  const link = await nl.linkByName(name)
-  if (link === null) return [{ kind: 'link-missing', description: `link ${name} is gone` }]
+/**
+ * The sysctls of the plan that differ from the kernel's: the part of the network no rtnetlink event reports
+ * (the reconciler reads these every interval, the rest when the kernel says it changed).
+ */
+export async function diffSysctls (plan: Pick<NetworkPlan, 'sysctls'>): Promise<NetworkDrift[]> {
   const drifts: NetworkDrift[] = []
-  if (!link.up) drifts.push({ kind: 'link-down', description: `link ${name} is down` })
-
   for (const s of plan.sysctls) {
     if (await sysctlMissing(s)) continue
     let actual: string
@@ -258,6 +256,17 @@ export async function diffNetwork (plan: NetworkPlan, nl: Rtnl): Promise<Network
     }
     if (actual !== s.value) drifts.push({ kind: 'sysctl', description: `sysctl ${s.path} is ${actual}, want ${s.value}`, sysctl: s })
   }
+  return drifts
+}
+
+/** What of the plan is missing or different in the kernel now, each drift in words. Reads only. */
+export async function diffNetwork (plan: NetworkPlan, nl: Rtnl): Promise<NetworkDrift[]> {
+  const name = plan.link.name
+  const link = await nl.linkByName(name)
+  if (link === null) return [{ kind: 'link-missing', description: `link ${name} is gone` }]
+  const drifts: NetworkDrift[] = []
+  if (!link.up) drifts.push({ kind: 'link-down', description: `link ${name} is down` })
+  drifts.push(...await diffSysctls(plan))
 
   const families = new Set<Family>([...plan.addresses.map(a => a.cidr.family), ...plan.routes.map(r => r.family), ...plan.rules.map(r => r.family)])
   const addresses = await nl.listAddresses()

@@ -1,10 +1,13 @@
 /**
  * Self-healing: compare the kernel with the plan — our nft table (by fingerprint of `nft -j list table`) and the
- * network (address, routes, rules, link up) — log what drifted, and restore it. The network is read every interval
- * (rtnetlink dumps, no child process); the nft table is listed when the kernel says the ruleset changed (nft/monitor.ts:
- * the netlink events `nft monitor` reads), and as
- * a safety net every `nftEveryTicks` intervals (or every interval while the monitor is down), so an operator's
- * `nft flush ruleset` is repaired at once without forking nft every second.
+ * network (address, routes, rules, link up, sysctls) — log what drifted, and restore it. Each is read when the kernel
+ * says it changed: the nft table on the netlink events `nft monitor` reads (nft/monitor.ts), the links, addresses,
+ * routes and rules on rtnetlink's (netlink/events.ts). As a safety net, every interval the ruleset's generation is
+ * compared (nft/generation.ts: one netlink request; the table is listed only when it moved) and the sysctls, which
+ * send no events, are read; the network is read whole every `fullEveryTicks` intervals, and every interval while
+ * its events are down (the table too, while the generation cannot be read). So an operator's `nft flush ruleset` or
+ * `ip addr del` is repaired at once (the events' 50 ms debounce), without forking nft or dumping the routing tables
+ * every second.
  * One check at a time; a failed repair is logged and tried again on the next tick. Checks and applies (a reload's
  * applyRules) never overlap: a check that listed the table just before a reload applied new rules would otherwise
  * take the new rules for drift and "repair" them back to the old plan.
@@ -15,8 +18,10 @@ import type { Metrics } from '../observe/metrics.js'
 import type { NftListing, NftRunner } from '../nft/runner.js'
 import { describeDrift, fingerprint } from '../nft/drift.js'
 import { startNftMonitor, type NftMonitor } from '../nft/monitor.js'
+import { openGenerationReader, type GenerationReader } from '../nft/generation.js'
 import type { Rtnl } from '../netlink/types.js'
-import { diffNetwork, repairNetwork } from './network.js'
+import { diffNetwork, diffSysctls, repairNetwork } from './network.js'
+import { startNetworkEvents, type NetlinkEvents } from '../netlink/events.js'
 import type { Plan } from '../plan/types.js'
 
 /** What the reconciler keeps true: the nft part always; the network part once it is set up. */
@@ -31,10 +36,12 @@ export interface ReconcilerOptions {
   /** null until the metrics exist (they load after the rules are in place) */
   metrics?: Metrics | null
   intervalMs?: number
-  /** list the nft table every this many intervals even without a change event; default 5 */
-  nftEveryTicks?: number
-  /** subscribe to the kernel's nf_tables change events (default true); tests with a fake nft turn it off */
+  /** read the network (and the nft table, if its generation cannot be read) every this many intervals even without a change event; default 5 */
+  fullEveryTicks?: number
+  /** subscribe to the kernel's nf_tables and rtnetlink change events (default true); tests with fakes turn it off */
   monitor?: boolean
+  /** where the ruleset generation is read; default a netfilter netlink socket opened by start() (with the monitor) */
+  generation?: GenerationReader
 }
 
 export class Reconciler {
@@ -44,6 +51,13 @@ export class Reconciler {
   #metrics: Metrics | null
   #monitor: NftMonitor | null = null
   #monitorUp = false
+  #generation: GenerationReader | null = null
+  /** the ruleset generation read just before our table was last listed; null: not known */
+  #listedGeneration: number | null = null
+  #netEvents: NetlinkEvents | null = null
+  #netEventsUp = false
+  /** the links, addresses, routes or rules changed (or may have) since the network was last compared */
+  #networkDirty = true
   #stopping = false
   /** the ruleset changed (or may have) since our table was last compared */
   #nftDirty = true
@@ -60,6 +74,7 @@ export class Reconciler {
     this.#plan = opts.plan
     this.#nl = opts.nl ?? null
     this.#metrics = opts.metrics ?? null
+    this.#generation = opts.generation ?? null
   }
 
   get plan (): ReconcilePlan { return this.#plan }
@@ -89,15 +104,36 @@ export class Reconciler {
     this.#plan = plan
     await this.#opts.nft.apply(plan.nft.script)
     onApplied?.()
+    // what a change event until now reported is in the listing below; one after it marks the table dirty again
+    this.#nftDirty = false
+    this.#listedGeneration = await this.#readGeneration()
     const json = await this.#opts.nft.listTable(plan.nft.family, plan.nft.table)
     this.#expectedJson = json
     this.#expected = fingerprint(json)
     return this.#expected
   }
 
+  /** The ruleset generation, or null if it cannot be read (no reader, or the read failed). */
+  async #readGeneration (): Promise<number | null> {
+    if (this.#generation === null) return null
+    try {
+      return await this.#generation.read()
+    } catch (err) {
+      this.#opts.logger.debug({ event: 'nft-generation', err }, 'could not read the ruleset generation; listing the table instead')
+      return null
+    }
+  }
+
   start (): void {
     if (this.#timer !== null) return
     this.#timer = setInterval(() => { void this.tick() }, this.#opts.intervalMs ?? 1000)
+    if (this.#opts.monitor !== false && this.#generation === null) {
+      void openGenerationReader().then((g) => {
+        if (this.#timer === null) g.close(); else this.#generation = g
+      }, (err: unknown) => {
+        this.#opts.logger.warn({ event: 'nft-generation', err }, 'cannot read the ruleset generation; the table is listed every few seconds instead')
+      })
+    }
     if (this.#opts.monitor !== false) {
       this.#monitor = startNftMonitor({
         onChange: () => {
@@ -108,7 +144,19 @@ export class Reconciler {
         onError: (err) => {
           this.#monitorUp = false
           this.#nftDirty = true
-          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft change events are down; listing the table every interval meanwhile')
+          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft change events are down; checking the table every interval meanwhile')
+        }
+      })
+      this.#netEvents = startNetworkEvents({
+        onChange: () => {
+          this.#netEventsUp = true
+          this.#networkDirty = true
+          void this.tick()
+        },
+        onError: (err) => {
+          this.#netEventsUp = false
+          this.#networkDirty = true
+          this.#opts.logger.warn({ event: 'network-monitor', err: err.message }, 'network change events are down; reading the network every interval meanwhile')
         }
       })
     }
@@ -125,6 +173,9 @@ export class Reconciler {
     this.#monitor?.stop()
     this.#monitor = null
     this.#monitorUp = false
+    this.#netEvents?.stop()
+    this.#netEvents = null
+    this.#netEventsUp = false
   }
 
   async stop (): Promise<void> {
@@ -132,10 +183,17 @@ export class Reconciler {
     this.#timer = null
     this.#monitor?.stop()
     this.#monitor = null
+    this.#netEvents?.stop()
+    this.#netEvents = null
     await this.#running
+    this.#generation?.close()
+    this.#generation = null
   }
 
-  /** One check; concurrent calls share the one running. */
+  /**
+   * One check; concurrent calls share the one running. A change event during a check marks its part dirty again:
+   * the check after it (the next tick, or the event's own) reads it.
+   */
   async tick (): Promise<void> {
     if (this.#running !== null) return await this.#running
     this.#running = this.#exclusive(async () => { await this.#check() }).finally(() => { this.#running = null })
@@ -148,22 +206,33 @@ export class Reconciler {
     const metrics = this.#metrics
     const plan = this.#plan
     this.#ticks++
-    const everyTicks = this.#opts.nftEveryTicks ?? 5
-    if (this.#nftDirty || !this.#monitorUp || this.#ticks % everyTicks === 0) {
+    const full = this.#ticks % (this.#opts.fullEveryTicks ?? 5) === 0
+    metrics?.reconcileRuns.inc({ what: 'nft' })
+    if (this.#nftDirty) {
       this.#nftDirty = false
       await this.#checkRules(plan)
+    } else {
+      const generation = await this.#readGeneration()
+      const moved = generation === null ? null : generation !== this.#listedGeneration
+      if (moved === true || (moved === null && (!this.#monitorUp || full))) await this.#checkRules(plan)
     }
     if (nl === null || plan.network === undefined) return
+    const network = plan.network
+    // Cleared before the read: a change while it runs marks it again.
+    const whole = this.#networkDirty || !this.#netEventsUp || full
+    this.#networkDirty = false
     metrics?.reconcileRuns.inc({ what: 'network' })
     try {
-      const drifts = await diffNetwork(plan.network, nl)
+      const drifts = whole ? await diffNetwork(network, nl) : await diffSysctls(network)
       if (drifts.length > 0) {
         logger.warn({ event: 'drift', what: 'network', drift: drifts.map((d) => d.description) }, 'network state drifted; restoring it')
-        await repairNetwork(plan.network, nl, drifts)
+        await repairNetwork(network, nl, drifts)
         metrics?.reconcileRepairs.inc({ what: 'network' }, drifts.length)
         logger.info({ event: 'repaired', what: 'network' }, 'network state restored')
       }
     } catch (err) {
+      // read the whole network again on the next tick, whatever the events say
+      this.#networkDirty = true
       logger.error({ event: 'repair-failed', what: 'network', err }, 'could not restore the network state; retrying')
     }
   }
@@ -171,9 +240,10 @@ export class Reconciler {
   async #checkRules (plan: ReconcilePlan): Promise<void> {
     const { nft, logger } = this.#opts
     const metrics = this.#metrics
-    metrics?.reconcileRuns.inc({ what: 'nft' })
     try {
+      const generation = await this.#readGeneration()
       const json = await nft.listTable(plan.nft.family, plan.nft.table)
+      this.#listedGeneration = generation
       const actual = json === null ? null : fingerprint(json)
       if (actual !== this.#expected) {
         const drift = describeDrift(this.#expectedJson, json)

@@ -121,3 +121,41 @@ t.test('the network events report link, address, route and rule changes in their
   t.equal(w.changes(), afterStop, 'no events after stop')
   t.same(w.lines.filter((l) => l.startsWith('error')), [], 'no error on the way')
 })
+
+t.test('the ruleset generation steps with every transaction in its namespace, and only there', privileged(), async (t) => {
+  const ns = `ernftgen-${process.pid}`
+  execFileSync('ip', ['netns', 'add', ns])
+  t.teardown(() => { execFileSync('ip', ['netns', 'del', ns]) })
+  const moduleUrl = new URL('../../src/nft/generation.ts', import.meta.url).href
+  // a process in the namespace: prints the generation for every line on stdin
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...process.execArgv, '--input-type=module', '-e',
+    `const { openGenerationReader } = await import(${JSON.stringify(moduleUrl)});
+     const g = await openGenerationReader();
+     process.stdout.write('open\\n');
+     process.stdin.on('data', async () => { process.stdout.write('gen ' + await g.read() + '\\n') });
+     setInterval(() => {}, 1000)`], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(async () => { await stopChild(child, 2_000) })
+  const lines: string[] = []
+  createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (l) => { lines.push(l) })
+  await waitFor(() => lines.includes('open'), { what: 'the reader to open', timeoutMs: 15_000 })
+  const read = async (): Promise<number> => {
+    const n = lines.length
+    child.stdin?.write('read\n')
+    const line = await waitFor(() => lines.slice(n).find((l) => l.startsWith('gen ')), { what: 'a generation', timeoutMs: 5_000, intervalMs: 10 })
+    return Number(line.split(' ')[1])
+  }
+  const g0 = await read()
+  t.equal(await read(), g0, 'unchanged while nothing changes')
+  nft(ns, 'add table ip one { }\n')
+  const g1 = await read()
+  t.equal(g1, g0 + 1, `one transaction: ${g0} → ${g1}`)
+  nft(ns, 'add table ip two { }\nadd chain ip two c { type filter hook input priority 0; }\nadd rule ip two c accept\n')
+  t.equal(await read(), g1 + 1, 'a transaction of several changes steps it once')
+  execFileSync('ip', ['netns', 'exec', ns, 'nft', 'flush', 'ruleset'])
+  t.equal(await read(), g1 + 2, '`nft flush ruleset` steps it')
+  const other = `${ns}-other`
+  execFileSync('ip', ['netns', 'add', other])
+  t.teardown(() => { execFileSync('ip', ['netns', 'del', other]) })
+  nft(other, 'add table ip elsewhere { }\n')
+  t.equal(await read(), g1 + 2, 'a transaction in another namespace does not')
+})

@@ -87,7 +87,7 @@ function after (router: RouterProcess): (match: (l: LogLine) => boolean, what: s
   return async (match, what, timeoutMs) => await router.waitForLog((l) => router.logs.indexOf(l) >= mark && match(l), what, timeoutMs)
 }
 
-t.test('drift is repaired without a hand: nft flush ruleset, the macvlan address, the default route', privileged(), async (t) => {
+t.test('drift is repaired without a hand: nft flush ruleset, the macvlan address, the default route, a sysctl', privileged(), async (t) => {
   const topo = await topology(t)
   const server = await destination(t, topo)
   const router = await daemon(t, topo, redirectEnv({ EGRESS_DESTINATION: rules(server) }))
@@ -97,13 +97,17 @@ t.test('drift is repaired without a hand: nft flush ruleset, the macvlan address
   const cases: Array<{ what: string, argv: string[], drift: string }> = [
     { what: 'nft flush ruleset', argv: ['nft', 'flush', 'ruleset'], drift: 'nft' },
     { what: `ip addr del ${v4.source}/24 dev macvlan0`, argv: ['ip', 'addr', 'del', `${v4.source}/24`, 'dev', 'macvlan0'], drift: 'network' },
-    { what: 'ip route del default', argv: ['ip', 'route', 'del', 'default'], drift: 'network' }
+    { what: 'ip route del default', argv: ['ip', 'route', 'del', 'default'], drift: 'network' },
+    // no event for a sysctl: the reconciler reads them every interval
+    { what: 'sysctl net.ipv4.conf.macvlan0.forwarding=0', argv: ['sysctl', '-qw', 'net.ipv4.conf.macvlan0.forwarding=0'], drift: 'network' }
   ]
   for (const c of cases) {
     const next = after(router)
+    const changedAt = Date.now()
     await topo.execOk('router', c.argv)
     const drift = await next((l) => l.event === 'drift' && l.what === c.drift, `the daemon to log the ${c.drift} drift after ${c.what}`, 2_000)
-    t.ok(drift, `after ${c.what}: the daemon logged the drift: ${JSON.stringify(drift.drift)}`)
+    // the kernel's change events, not the 1 s timer, found the first three (what the bench's idle CPU figure shows)
+    t.ok(drift, `after ${c.what}: the daemon logged the drift ${Number(drift.time) - changedAt} ms after the command was started: ${JSON.stringify(drift.drift)}`)
     const repaired = await next((l) => l.event === 'repaired' && l.what === c.drift, `the repair after ${c.what}`, 2_000).catch((err: Error) => err)
     t.notOk(repaired instanceof Error, `after ${c.what}: repaired within 2 s${repaired instanceof Error ? `: ${repaired.message}` : ''}`)
     t.equal(await tcpSource(topo, port), v4.source, `after ${c.what}: tcp leaves from EGRESS_SOURCE again`)

@@ -97,3 +97,48 @@ t.test('a reload while a check is listing the table: the new rules stay, nothing
   t.equal(rulesOf(await nft.listTable('ip', 'egress_router')), 'dnat to 203.0.113.11:81', 'and the next check keeps them')
   t.equal(reconciler.plan.nft.script, plan(81, '203.0.113.11').nft.script, 'the reconciler now holds the new plan')
 })
+
+t.test('the safety net lists the table only when the ruleset generation moved, and every tick when it cannot be read', async t => {
+  const nft = new FakeNft()
+  const metrics = createMetrics({ defaultMetrics: false })
+  let generation = 7
+  let readable = true
+  const reconciler = new Reconciler({
+    plan: plan(80, '203.0.113.10'),
+    nl,
+    nft,
+    logger: pino({ level: 'silent' }),
+    metrics,
+    generation: { read: async () => { if (!readable) throw new Error('no answer'); return generation }, close: () => {} }
+  })
+  await reconciler.applyRules()
+  const listings = (): number => nft.calls.filter((c) => c.op === 'listTable').length
+  const afterApply = listings()
+  for (let i = 0; i < 3; i++) await reconciler.tick()
+  t.equal(listings(), afterApply, 'the generation read after the apply has not moved: no listing on three ticks')
+  const runs = (await metrics.reconcileRuns.get()).values.find((v) => v.labels.what === 'nft')?.value
+  t.equal(runs, 3, 'each tick still counts as an nft check')
+
+  // someone else's transaction: the generation moves, the next tick lists (and finds our table intact)
+  generation += 1
+  await reconciler.tick()
+  t.equal(listings(), afterApply + 1, 'listed once the generation moved')
+  await reconciler.tick()
+  t.equal(listings(), afterApply + 1, 'and not again while it stays')
+
+  // a flush behind our back, its event lost: the generation finds it on the next tick, and the repair follows
+  nft.tamper('flush ruleset\n')
+  generation += 1
+  await reconciler.tick()
+  t.equal(await repairs(metrics), 1, 'the flushed table was found through the generation and restored')
+  t.match(rulesOf(await nft.listTable('ip', 'egress_router')), 'dnat to 203.0.113.10:80')
+  const afterRepair = listings()
+  await reconciler.tick()
+  t.equal(listings(), afterRepair, 'the repair recorded its own generation: no listing after it')
+
+  // the generation cannot be read: the table is listed on every tick (the events are down in this test)
+  readable = false
+  await reconciler.tick()
+  await reconciler.tick()
+  t.equal(listings(), afterRepair + 2, 'listed on each tick while the generation is unknown')
+})
