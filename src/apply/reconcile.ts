@@ -44,23 +44,24 @@ export interface ReconcilerOptions {
   generation?: GenerationReader
 }
 
+/** What a change-event monitor has said so far about its part of the kernel. */
+interface EventState { up: boolean, dirty: boolean }
+
 export class Reconciler {
   #plan: ReconcilePlan
   readonly #opts: ReconcilerOptions
   #nl: Rtnl | null
   #metrics: Metrics | null
   #monitor: NftMonitor | null = null
-  #monitorUp = false
+  /** the table's change events: up once they came, dirty when the ruleset changed (or may have) since it was compared */
+  readonly #nftEvents: EventState = { up: false, dirty: true }
   #generation: GenerationReader | null = null
   /** the ruleset generation read just before our table was last listed; null: not known */
   #listedGeneration: number | null = null
   #netEvents: NetlinkEvents | null = null
-  #netEventsUp = false
-  /** the links, addresses, routes or rules changed (or may have) since the network was last compared */
-  #networkDirty = true
+  /** the same for the links, addresses, routes and rules */
+  readonly #networkEvents: EventState = { up: false, dirty: true }
   #stopping = false
-  /** the ruleset changed (or may have) since our table was last compared */
-  #nftDirty = true
   #ticks = 0
   #expected: string | null = null
   #expectedJson: NftListing | null = null
@@ -105,7 +106,7 @@ export class Reconciler {
     await this.#opts.nft.apply(plan.nft.script)
     onApplied?.()
     // what a change event until now reported is in the listing below; one after it marks the table dirty again
-    this.#nftDirty = false
+    this.#nftEvents.dirty = false
     this.#listedGeneration = await this.#readGeneration()
     const json = await this.#opts.nft.listTable(plan.nft.family, plan.nft.table)
     this.#expectedJson = json
@@ -135,30 +136,24 @@ export class Reconciler {
       })
     }
     if (this.#opts.monitor !== false) {
-      this.#monitor = startNftMonitor({
-        onChange: () => {
-          this.#monitorUp = true
-          this.#nftDirty = true
-          void this.tick()
-        },
-        onError: (err) => {
-          this.#monitorUp = false
-          this.#nftDirty = true
-          this.#opts.logger.warn({ event: 'nft-monitor', err: err.message }, 'nft change events are down; checking the table every interval meanwhile')
-        }
-      })
-      this.#netEvents = startNetworkEvents({
-        onChange: () => {
-          this.#netEventsUp = true
-          this.#networkDirty = true
-          void this.tick()
-        },
-        onError: (err) => {
-          this.#netEventsUp = false
-          this.#networkDirty = true
-          this.#opts.logger.warn({ event: 'network-monitor', err: err.message }, 'network change events are down; reading the network every interval meanwhile')
-        }
-      })
+      this.#monitor = startNftMonitor(this.#onEvents(this.#nftEvents, 'nft-monitor', 'nft change events are down; checking the table every interval meanwhile'))
+      this.#netEvents = startNetworkEvents(this.#onEvents(this.#networkEvents, 'network-monitor', 'network change events are down; reading the network every interval meanwhile'))
+    }
+  }
+
+  /** A monitor's callbacks: a change marks its part dirty and checks now; an error, until the next change, every interval. */
+  #onEvents (state: EventState, event: string, down: string): { onChange: () => void, onError: (err: Error) => void } {
+    return {
+      onChange: () => {
+        state.up = true
+        state.dirty = true
+        void this.tick()
+      },
+      onError: (err) => {
+        state.up = false
+        state.dirty = true
+        this.#opts.logger.warn({ event, err: err.message }, down)
+      }
     }
   }
 
@@ -172,10 +167,10 @@ export class Reconciler {
     this.#stopping = true
     this.#monitor?.stop()
     this.#monitor = null
-    this.#monitorUp = false
+    this.#nftEvents.up = false
     this.#netEvents?.stop()
     this.#netEvents = null
-    this.#netEventsUp = false
+    this.#networkEvents.up = false
   }
 
   async stop (): Promise<void> {
@@ -208,19 +203,19 @@ export class Reconciler {
     this.#ticks++
     const full = this.#ticks % (this.#opts.fullEveryTicks ?? 5) === 0
     metrics?.reconcileRuns.inc({ what: 'nft' })
-    if (this.#nftDirty) {
-      this.#nftDirty = false
+    if (this.#nftEvents.dirty) {
+      this.#nftEvents.dirty = false
       await this.#checkRules(plan)
     } else {
       const generation = await this.#readGeneration()
       const moved = generation === null ? null : generation !== this.#listedGeneration
-      if (moved === true || (moved === null && (!this.#monitorUp || full))) await this.#checkRules(plan)
+      if (moved === true || (moved === null && (!this.#nftEvents.up || full))) await this.#checkRules(plan)
     }
     if (nl === null || plan.network === undefined) return
     const network = plan.network
     // Cleared before the read: a change while it runs marks it again.
-    const whole = this.#networkDirty || !this.#netEventsUp || full
-    this.#networkDirty = false
+    const whole = this.#networkEvents.dirty || !this.#networkEvents.up || full
+    this.#networkEvents.dirty = false
     metrics?.reconcileRuns.inc({ what: 'network' })
     try {
       const drifts = whole ? await diffNetwork(network, nl) : await diffSysctls(network)
@@ -232,7 +227,7 @@ export class Reconciler {
       }
     } catch (err) {
       // read the whole network again on the next tick, whatever the events say
-      this.#networkDirty = true
+      this.#networkEvents.dirty = true
       logger.error({ event: 'repair-failed', what: 'network', err }, 'could not restore the network state; retrying')
     }
   }
