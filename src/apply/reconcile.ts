@@ -209,7 +209,7 @@ export class Reconciler {
     } else {
       const generation = await this.#readGeneration()
       const moved = generation === null ? null : generation !== this.#listedGeneration
-      if (moved === true || (moved === null && (!this.#nftEvents.up || full))) await this.#checkRules(plan)
+      if (moved === true || (moved === null && (!this.#nftEvents.up || full))) await this.#checkRules(plan, generation)
     }
     if (nl === null || plan.network === undefined) return
     const network = plan.network
@@ -232,11 +232,12 @@ export class Reconciler {
     }
   }
 
-  async #checkRules (plan: ReconcilePlan): Promise<void> {
+  /** Lists our table and repairs it if it drifted; `known` is a generation just read for this check (else it is read here). */
+  async #checkRules (plan: ReconcilePlan, known?: number | null): Promise<void> {
     const { nft, logger } = this.#opts
     const metrics = this.#metrics
     try {
-      const generation = await this.#readGeneration()
+      const generation = known !== undefined ? known : await this.#readGeneration()
       const json = await nft.listTable(plan.nft.family, plan.nft.table)
       this.#listedGeneration = generation
       const actual = json === null ? null : fingerprint(json)

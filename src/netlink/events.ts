@@ -31,6 +31,10 @@ export interface NetlinkEvents {
   events (): number
 }
 
+/** linux/netlink.h: the protocols the daemon listens on */
+export const NETLINK_ROUTE = 0
+export const NETLINK_NETFILTER = 12
+
 const MAX_BACKOFF_MS = 30_000
 
 export function startNetlinkEvents (opts: NetlinkEventsOptions): NetlinkEvents {
@@ -109,8 +113,6 @@ export function startNetlinkEvents (opts: NetlinkEventsOptions): NetlinkEvents {
   }
 }
 
-/** linux/netlink.h */
-const NETLINK_ROUTE = 0
 
 /**
  * linux/rtnetlink.h: the groups of what the reconciler keeps true. Links (a macvlan deleted or set down),

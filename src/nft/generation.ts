@@ -2,12 +2,10 @@
  * The nf_tables ruleset generation: a counter the kernel steps on every committed transaction in the namespace
  * (NFT_MSG_GETGEN over a netfilter netlink socket, what `nft list ruleset` asks first). Equal generations mean an
  * unchanged ruleset, so the reconciler's safety net compares this number every interval and lists our table (a
- * fork of `nft -j`) only when it moved. A request and its answer, no child process: ~0.1 ms.
+ * fork of `nft -j`) only when it moved. A request and its answer on a socket kept open, no child process.
  */
 import type { NetlinkMessage, NetlinkSocket } from 'netlink'
-
-/** linux/netlink.h */
-const NETLINK_NETFILTER = 12
+import { NETLINK_NETFILTER } from '../netlink/events.js'
 /** linux/netfilter/nfnetlink.h: the nf_tables subsystem, in the message type's high byte */
 const NFNL_SUBSYS_NFTABLES = 10
 /** linux/netfilter/nf_tables.h */

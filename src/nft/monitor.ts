@@ -6,13 +6,11 @@
  * No child process: an `nft monitor` child cost ~4.4 MiB of RSS, and it had to die with the daemon (pdeathsig) and
  * keep out of the daemon's process group.
  */
-import { startNetlinkEvents, type NetlinkEvents, type NetlinkEventsOptions } from '../netlink/events.js'
+import { NETLINK_NETFILTER, startNetlinkEvents, type NetlinkEvents, type NetlinkEventsOptions } from '../netlink/events.js'
 
 export type NftMonitorOptions = Omit<NetlinkEventsOptions, 'protocol' | 'groups' | 'what'>
 export type NftMonitor = NetlinkEvents
 
-/** linux/netlink.h */
-const NETLINK_NETFILTER = 12
 /** linux/netfilter/nfnetlink.h: every nf_tables change (tables, chains, rules, sets, and each transaction's NEWGEN) */
 const NFNLGRP_NFTABLES = 7
 
