@@ -15,7 +15,7 @@
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram'
 import { connect as tcpConnect, isIP, type Socket as TcpSocket } from 'node:net'
-import { randomInt } from 'node:crypto'
+import { randomUint16 } from '../random.js'
 import * as dnsPacket from 'dns-packet'
 import { DnsError } from '../errors.js'
 import type { Nameserver } from './resolv-conf.js'
@@ -88,7 +88,7 @@ export class Transport {
 
   constructor (opts: TransportOptions) {
     this.opts = opts
-    this.randomId = opts.randomId ?? (() => randomInt(0, 65536))
+    this.randomId = opts.randomId ?? randomUint16
   }
 
   /** IDs currently in flight (for tests and debugging). */

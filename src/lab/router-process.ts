@@ -55,13 +55,15 @@ export interface StartRouterOptions {
   role?: NsRole
   /** a command the daemon runs under, e.g. `setpriv …` to drop to a user with the systemd unit's capabilities */
   wrap?: readonly string[]
+  /** flags for node itself, before the daemon's script (`--require F`, `--cpu-prof`) */
+  nodeArgs?: readonly string[]
 }
 
 export function startRouter (topo: Topology, env: Record<string, string>, opts: StartRouterOptions = {}): RouterProcess {
   // `env -u NODE_OPTIONS`: the daemon starts as in a pod or a unit. A test runner that instruments its children
   // (tap adds its hooks to NODE_OPTIONS at every spawn, whatever env is passed) would otherwise load into the
   // daemon and more than double its start-up time.
-  const argv = [...(opts.wrap ?? []), 'env', '-u', 'NODE_OPTIONS', process.execPath, ROUTER_BIN, ...(opts.args ?? ['run'])]
+  const argv = [...(opts.wrap ?? []), 'env', '-u', 'NODE_OPTIONS', process.execPath, ...(opts.nodeArgs ?? []), ROUTER_BIN, ...(opts.args ?? ['run'])]
   const child = topo.spawn(opts.role ?? 'router', argv, {
     env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe']

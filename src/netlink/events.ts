@@ -9,6 +9,7 @@
  * drops an event silently: an overflow is that error.
  */
 import type { NetlinkSocket } from 'netlink'
+import { netlinkLibrary } from './library.js'
 
 export interface NetlinkEventsOptions {
   /** the netlink protocol (linux/netlink.h): 0 NETLINK_ROUTE, 12 NETLINK_NETFILTER */
@@ -69,7 +70,7 @@ export function startNetlinkEvents (opts: NetlinkEventsOptions): NetlinkEvents {
 
   const open = async (): Promise<void> => {
     // loaded here, not at the top: the daemon applies its rules before it loads the netlink library
-    const { createNetlink } = await import('netlink')
+    const { createNetlink } = netlinkLibrary()
     if (stopped) return
     let s: NetlinkSocket
     try {

@@ -4,12 +4,13 @@
  * out as a NetlinkError with the errno. Requests are serialised: the kernel runs one dump per
  * socket at a time and answers a second concurrent one with EBUSY.
  */
-import { createRtNetlink, FlagsNew, type RtNetlinkSocket, type rt, type ifla } from 'netlink'
+import type { RtNetlinkSocket, rt, ifla } from 'netlink'
 import type { Family } from '../config/types.js'
 import { NetlinkError } from '../errors.js'
 import { errnoOf, toNetlinkError } from './errno.js'
 import { afOf, bufferToIp, familyOfAf, ipToBuffer } from './ip.js'
 import { decodeLinkInfo, encodeMacvlanLinkInfo, readU32, u32 } from './linkinfo.js'
+import { netlinkLibrary } from './library.js'
 import { bufferToMac, macToBuffer } from './mac.js'
 import {
   RT_TABLE_MAIN,
@@ -26,6 +27,8 @@ export interface HandleOptions {
    */
   readonly peerPort?: number
 }
+
+const { createRtNetlink, FlagsNew } = netlinkLibrary()
 
 /** RT_TABLE_UNSPEC in the 8-bit header field when the real table is > 255 (carried in RTA_TABLE). */
 const RT_TABLE_UNSPEC = 0

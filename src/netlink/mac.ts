@@ -2,7 +2,8 @@
  * MAC addresses for a created macvlan. `stable` derives the MAC from EGRESS_SOURCE so it survives
  * restarts and node moves and can be allow-listed (OpenStack allowed-address-pairs, port security).
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { sha256 } from '@noble/hashes/sha2.js'
+import { randomBytes } from '../random.js'
 
 /** Forces "locally administered" (bit 1) and clears "multicast" (bit 0) of the first octet. */
 function localUnicast (bytes: Uint8Array): string {
@@ -17,7 +18,7 @@ function localUnicast (bytes: Uint8Array): string {
  */
 export function stableMac (source: string): string {
   const address = source.trim().toLowerCase().replace(/\/\d+$/, '')
-  return localUnicast(createHash('sha256').update(`egress-router:${address}`).digest())
+  return localUnicast(sha256(Buffer.from(`egress-router:${address}`)))
 }
 
 /** A fresh locally administered unicast MAC (what `EGRESS_MACVLAN_MAC=random` asks for). */

@@ -7,7 +7,7 @@
  * The reconcile loop stores the listing and fingerprint read back right after an apply and compares each later
  * reading with it; describeDrift says in a few words what changed, for the log line before the re-apply.
  */
-import { createHash } from 'node:crypto'
+import { sha256 } from '@noble/hashes/sha2.js'
 import type { NftListing } from './runner.js'
 
 export interface RuleShape {
@@ -122,7 +122,7 @@ function summarise (rule: Record<string, unknown>): string {
 // ---- fingerprint ------------------------------------------------------------------------------------------
 
 function digestOf (parts: unknown): string {
-  return createHash('sha256').update(JSON.stringify(parts)).digest('hex')
+  return Buffer.from(sha256(Buffer.from(JSON.stringify(parts)))).toString('hex')
 }
 
 const ABSENT_DIGEST = digestOf({ present: false })

@@ -6,6 +6,7 @@
  */
 import type { NetlinkMessage, NetlinkSocket } from 'netlink'
 import { NETLINK_NETFILTER } from '../netlink/events.js'
+import { netlinkLibrary } from '../netlink/library.js'
 /** linux/netfilter/nfnetlink.h: the nf_tables subsystem, in the message type's high byte */
 const NFNL_SUBSYS_NFTABLES = 10
 /** linux/netfilter/nf_tables.h */
@@ -40,7 +41,7 @@ export interface GenerationReader {
 
 /** A netfilter netlink socket in the process's network namespace, kept open for the reads. */
 export async function openGenerationReader (timeoutMs = 2_000): Promise<GenerationReader> {
-  const { createNetlink } = await import('netlink')
+  const { createNetlink } = netlinkLibrary()
   const socket: NetlinkSocket = createNetlink(NETLINK_NETFILTER)
   // a read in flight holds the process open; an idle socket does not
   socket.ref(false)

@@ -12,7 +12,8 @@
  * `nodejs_eventloop_lag_seconds` is how long a setImmediate scheduled by the scrape took to run.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
-import { Gauge, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
+import { Gauge } from './prom.js'
 
 /** ms between two samples of the event loop: ten a second (150 per 15 s scrape), each measured to the ns */
 export const EVENT_LOOP_SAMPLE_MS = 100

@@ -2,7 +2,8 @@
  * Prometheus metrics (prom-client), one registry per daemon so tests can run several in one process.
  * Label values are bounded: mode, forward port, outcome, rule line — never client addresses.
  */
-import { AggregatorRegistry, Counter, Gauge, Registry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import type { MetricObjectWithValues, MetricValue } from 'prom-client'
+import { AggregatorRegistry, Counter, Gauge, Registry } from './prom.js'
 import { registerDefaultMetrics } from './default-metrics.js'
 import { runMirrors } from './mirrors.js'
 

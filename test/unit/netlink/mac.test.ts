@@ -1,4 +1,5 @@
 import t from 'tap'
+import { createHash } from 'node:crypto'
 import fc from 'fast-check'
 import { bufferToMac, macToBuffer, randomMac, stableMac } from '../../../src/netlink/mac.js'
 
@@ -12,6 +13,16 @@ t.test('stableMac is a pure, locally administered unicast function of the source
   t.match(stableMac('192.0.2.99'), /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/)
   fc.assert(fc.property(fc.ipV4(), ip => localUnicast(stableMac(ip))))
   fc.assert(fc.property(fc.ipV6(), ip => localUnicast(stableMac(ip))))
+})
+
+t.test('stableMac is the MAC earlier versions derived (sha256 by node:crypto): an upgrade keeps an allow-listed MAC', async t => {
+  t.equal(stableMac('192.0.2.99/24'), 'b2:7a:70:50:9b:0c')
+  const before = (address: string): string => {
+    const d = createHash('sha256').update(`egress-router:${address.toLowerCase()}`).digest()
+    d[0] = ((d[0] as number) & 0xfc) | 0x02
+    return [...d.subarray(0, 6)].map(x => x.toString(16).padStart(2, '0')).join(':')
+  }
+  fc.assert(fc.property(fc.oneof(fc.ipV4(), fc.ipV6()), ip => stableMac(ip) === before(ip)))
 })
 
 t.test('randomMac is locally administered unicast and varies', async t => {

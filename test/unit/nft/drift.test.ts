@@ -1,6 +1,7 @@
 /**
  * Drift detection on `nft -j list table` output as nft 1.0.6 prints it (fixture trimmed from a real listing).
  */
+import { createHash } from 'node:crypto'
 import t from 'tap'
 import { describeDrift, fingerprint, tableShape } from '../../../src/nft/drift.js'
 import type { NftListing } from '../../../src/nft/runner.js'
@@ -77,6 +78,11 @@ t.test('a rule that counts differs from one that does not', async t => {
     })
   }
   t.not(fingerprint(stripped), fingerprint(l))
+})
+
+t.test('the fingerprint is the sha256 (hex) of the canonical shape, as node:crypto computes it', async t => {
+  t.equal(fingerprint(null), createHash('sha256').update(JSON.stringify({ present: false })).digest('hex'))
+  t.equal(tableShape(null).digest, fingerprint(null))
 })
 
 t.test('a missing table is drift, described as missing', async t => {
