@@ -17,6 +17,16 @@ import { fileURLToPath } from 'node:url'
 export const ENTRIES = ['src/cli.js', 'src/lifecycle/worker-main.js', 'src/lab/whoami.js']
 export const OUT_DIR = 'dist/bundle'
 
+const CLIENT_H2_STUB = fileURLToPath(new URL('./undici-client-h2-stub.cjs', import.meta.url))
+
+/** undici's HTTP/2 client, required by its Client at load, replaced by a stub (see the stub for why). */
+const withoutUndiciHttp2 = {
+  name: 'undici-without-http2',
+  setup (b) {
+    b.onResolve({ filter: /^\.\/client-h2\.js$/ }, (args) => args.importer.includes('/undici/lib/dispatcher/') ? { path: CLIENT_H2_STUB } : undefined)
+  }
+}
+
 export async function bundle (root) {
   const outdir = `${root}/${OUT_DIR}`
   rmSync(outdir, { recursive: true, force: true })
@@ -34,6 +44,7 @@ export async function bundle (root) {
     target: 'node20',
     sourcemap: 'linked',
     external: ['netlink', 'pino-pretty'],
+    plugins: [withoutUndiciHttp2],
     // the CommonJS dependencies (commander, pino, prom-client, …) call require() for Node's built-ins
     banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" },
     logLevel: 'warning'

@@ -188,21 +188,43 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     client.removeListener('error', early)
     client.removeListener('timeout', onIdle)
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-    if (head.length > 0) { upstream.write(head); ctx.upstreamBytes.inc(head.length) }
-    const result = await relay(client, upstream, ctx)
-    // A tunnel broken by an error counts as aborted, as it always has.
-    const outcome: Outcome = result.outcome === 'error' ? 'aborted' : result.outcome
-    // built only when written: this runs once per tunnel
-    if (log.isLevelEnabled('debug')) log.debug({
-      client: client.remoteAddress, clientPort: client.remotePort, target: formatTarget(target), address: guard.address.address,
-      upstreamBytes: result.up + head.length, downstreamBytes: result.down,
-      durationMs: Math.round(performance.now() - startedAt), outcome, err: result.error
-    }, 'tunnel closed')
-    ctx.finish(outcome)
+    // This function ends here: what it set up (its closures, the request's `head` and the buffer that holds it)
+    // is not kept for the tunnel's life, only what the tunnel's end is reported with.
+    startTunnel(ctx, client, upstream, head, { target: formatTarget(target), address: guard.address.address, startedAt })
   })().catch((err: unknown) => {
     // A bug, not a client behaviour: log it, drop the connection, keep serving.
     log.error({ err }, 'CONNECT handler failed')
     client.destroy()
+    ctx.finish('error')
+  })
+}
+
+/** What a tunnel's end is logged with. */
+interface TunnelInfo {
+  readonly target: string
+  readonly address: string
+  readonly startedAt: number
+}
+
+/** Relays an established tunnel (the 200 sent), then records how it ended. */
+function startTunnel (ctx: TunnelContext, client: Socket, upstream: Socket, head: Buffer, info: TunnelInfo): void {
+  const headBytes = head.length
+  if (headBytes > 0) { upstream.write(head); ctx.upstreamBytes.inc(headBytes) }
+  relay(client, upstream, ctx).then((result) => {
+    // A tunnel broken by an error counts as aborted, as it always has.
+    const outcome: Outcome = result.outcome === 'error' ? 'aborted' : result.outcome
+    const log = ctx.logger
+    // built only when written: this runs once per tunnel
+    if (log.isLevelEnabled('debug')) log.debug({
+      client: client.remoteAddress, clientPort: client.remotePort, target: info.target, address: info.address,
+      upstreamBytes: result.up + headBytes, downstreamBytes: result.down,
+      durationMs: Math.round(performance.now() - info.startedAt), outcome, err: result.error
+    }, 'tunnel closed')
+    ctx.finish(outcome)
+  }, (err: unknown) => {
+    ctx.logger.error({ err }, 'CONNECT relay failed')
+    client.destroy()
+    upstream.destroy()
     ctx.finish('error')
   })
 }

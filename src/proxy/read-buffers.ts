@@ -159,37 +159,60 @@ export function connectOwned (options: NetConnectOpts): Socket {
 }
 
 interface HandleCarrier {
-  _handle?: { useUserBuffer?: unknown } | null
+  _handle?: { useUserBuffer?: (buf: Uint8Array) => void } | null
 }
 
 /**
- * Moves an accepted connection onto a socket that reads into relay-owned buffers. Node accepts
- * connections only onto ordinary sockets, so the accepted handle is taken over by a new net.Socket
- * with `onread`. Only a socket nothing has been read from in JavaScript qualifies: one accepted by a
- * server with `pauseOnConnect: true`, or the socket of an http.Server 'connect' event, taken in the
- * event itself (the request head was parsed natively, what followed it is the event's `head`).
+ * The three properties through which a net.Socket reads into a user buffer (what its `onread` option sets,
+ * Node's internal kBuffer, kBufferGen and kBufferCb symbols; every Socket has them, null without `onread`),
+ * found by their descriptions on the first socket adopted; null when this Node's sockets have none of them.
+ */
+interface UserBufferKeys { readonly buffer: symbol, readonly generator: symbol, readonly callback: symbol }
+let userBufferKeys: UserBufferKeys | null | undefined
+
+function userBufferKeysOf (socket: Socket): UserBufferKeys | null {
+  if (userBufferKeys !== undefined) return userBufferKeys
+  const own = Object.getOwnPropertySymbols(socket)
+  const find = (description: string): symbol | undefined => own.find((k) => k.description === description)
+  const buffer = find('kBuffer')
+  const generator = find('kBufferGen')
+  const callback = find('kBufferCb')
+  userBufferKeys = buffer !== undefined && generator !== undefined && callback !== undefined ? { buffer, generator, callback } : null
+  return userBufferKeys
+}
+
+/**
+ * Makes an accepted connection read into relay-owned buffers, in place. Node accepts connections only onto
+ * ordinary sockets; this gives the accepted one what the `onread` option would have given it (the user-buffer
+ * properties, and the handle's user buffer), so the socket the server counts, times out and closes is the one
+ * the relay reads (an earlier version moved the handle onto a second Socket and kept the accepted one as a
+ * stand-in: ~1 KiB more per open connection). It reads from now on, keeping what comes until the relay
+ * attaches (ReadSide). Only a socket nothing has been read from in JavaScript qualifies: one accepted by a
+ * server with `pauseOnConnect: true`, or the socket of an http.Server 'connect' event, taken in the event
+ * itself (the request head was parsed natively, what followed it is the event's `head`).
  *
- * The accepted socket object stays as the connection's stand-in for whoever tracks it — its server's
- * connection count (maxConnections, close() waiting for connections) and 'close' listeners: it
- * closes when the adopted socket closes, and destroying it destroys the adopted socket.
- *
- * Where the handle cannot be taken over (not a TCP handle, bytes already buffered, a Node whose
- * sockets differ), the accepted socket is returned as it is: the relay reads it the ordinary way.
+ * Where that cannot be done (not a TCP handle, bytes already buffered, a Node whose sockets differ), the
+ * socket is left as it is and the relay reads it the ordinary way. Returns the socket.
  */
 export function adoptAccepted (accepted: Socket, allowHalfOpen = true): Socket {
-  const carrier = accepted as unknown as HandleCarrier
-  const handle = carrier._handle
+  const handle = (accepted as unknown as HandleCarrier)._handle
   if (handle === null || handle === undefined || typeof handle.useUserBuffer !== 'function' || accepted.destroyed || accepted.readableLength > 0) {
     return accepted
   }
+  const keys = userBufferKeysOf(accepted)
+  const fields = accepted as unknown as Record<symbol, unknown>
+  if (keys === null || fields[keys.buffer] !== null) return accepted
   const side = new ReadSide()
-  carrier._handle = null
-  accepted.setTimeout(0)
-  const socket = new net.Socket({ handle, allowHalfOpen, readable: true, writable: true, onread: side.onread } as unknown as net.SocketConstructorOpts)
-  track(socket, side)
-  socket.once('close', () => { accepted.destroy() })
-  accepted.once('close', () => { socket.destroy() })
-  return socket
+  const first = side.onread.buffer()
+  fields[keys.buffer] = first
+  fields[keys.generator] = side.onread.buffer
+  fields[keys.callback] = side.onread.callback
+  handle.useUserBuffer(first)
+  accepted.allowHalfOpen = allowHalfOpen
+  track(accepted, side)
+  // read on (a socket accepted paused is not reading yet): a reset before the relay starts is seen
+  accepted.read(0)
+  return accepted
 }
 
 /**

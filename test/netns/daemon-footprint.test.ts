@@ -1,13 +1,13 @@
 /**
  * What the running daemon loads of Node itself, in each mode, through start-up, a scrape of /metrics, traffic and
- * a drain: never node:crypto, tls or zlib (OpenSSL's initialisation, ~2 MiB of RSS that stays, for a daemon with no
+ * a drain: never node:crypto, tls, http2 or zlib (OpenSSL's initialisation, ~2 MiB of RSS that stays, for a daemon with no
  * TLS), never cjs-module-lexer (an ES module import of a CommonJS package). Each of these was loaded once —
  * prom-client's index (its Pushgateway requires https and zlib), sha256 and random numbers from node:crypto,
- * `import 'netlink'` — and together they were 6.6 MiB of a CONNECT proxy's RSS holding 1,000 tunnels.
+ * undici's HTTP/2 client, `import 'netlink'` — and together they were 6.6 MiB of a CONNECT proxy's RSS holding 1,000 tunnels.
  *
  * The list comes from the daemon itself: test/fixtures/ops/module-list.cjs, loaded with `node --require`, writes
- * process.moduleLoadList when it exits. Plain HTTP through the http-proxy loads undici, which loads node:crypto
- * on its own: that path is left out here.
+ * process.moduleLoadList when it exits. undici's HTTP/2 client (node:http2, which loads tls) is not in the bundle
+ * (scripts/undici-client-h2-stub.cjs): plain HTTP is part of the http-proxy case.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -17,7 +17,7 @@ import t, { type Test } from 'tap'
 import { startRouter } from '../../src/lab/router-process.js'
 import type { Topology } from '../../src/lab/topology.js'
 import { privileged } from '../helpers/privileged.js'
-import { startPeerServer, tcpRequest } from '../helpers/peers.js'
+import { httpGet, startPeerServer, tcpRequest } from '../helpers/peers.js'
 import { distMissing } from '../helpers/router-e2e.js'
 import { DEST_NAME, opsEnv, opsTopology, scrape, v4 } from '../helpers/ops-e2e.js'
 
@@ -25,7 +25,7 @@ const missing = distMissing()
 if (missing !== null) t.fail(missing)
 
 const MODULE_LIST = fileURLToPath(new URL('../fixtures/ops/module-list.cjs', import.meta.url))
-const UNWANTED = [/^NativeModule crypto$/, /^Internal Binding crypto$/, /^NativeModule tls$/, /^NativeModule zlib$/, /cjs-module-lexer/]
+const UNWANTED = [/^NativeModule crypto$/, /^Internal Binding crypto$/, /^NativeModule tls$/, /^NativeModule http2$/, /^NativeModule zlib$/, /cjs-module-lexer/]
 
 /** Runs the daemon with the module-list fixture, lets `exercise` use it, stops it; the modules it loaded. */
 async function modulesLoaded (t: Test, topo: Topology, env: Record<string, string>, exercise: () => Promise<void>): Promise<string[]> {
@@ -61,12 +61,14 @@ t.test('redirect mode loads no crypto, TLS, zlib or CommonJS lexer', privileged(
   }))
 })
 
-t.test('http-proxy mode, carrying a CONNECT tunnel, loads none of them', privileged(), async (t) => {
+t.test('http-proxy mode, carrying plain HTTP (undici) and a CONNECT tunnel, loads none of them', privileged(), async (t) => {
   const topo = await opsTopology(t)
   const web = await startPeerServer(topo, { host: v4.dest, http: true })
   t.teardown(web.stop)
   const env = opsEnv('http-proxy', { EGRESS_HTTP_PROXY_DESTINATION: `${v4.dest}\n` })
   noneUnwanted(t, await modulesLoaded(t, topo, env, async () => {
+    const plain = await httpGet(topo, { url: `http://${v4.dest}:${web.httpPort as number}/`, proxy: `http://${v4.routerPod}:8080` })
+    t.equal(plain.status, 200, 'a plain GET through the proxy')
     const r = await topo.exec('client', ['curl', '-sS', '--max-time', '5', '-p', '-x', `http://${v4.routerPod}:8080`, '-o', '/dev/null', '-w', '%{http_code}',
       '--', `http://${v4.dest}:${web.httpPort as number}/`], { timeoutMs: 10_000 })
     t.equal(r.stdout, '200', `a GET through a CONNECT tunnel (${r.stderr.trim()})`)
