@@ -579,13 +579,15 @@ export function createHttpProxyServer (opts: HttpProxyOptions): HttpProxyServer 
   // ---- connections, malformed requests, drain --------------------------------------------------
 
   let onIdle: (() => void) | null = null
+  // one listener for every connection's close (not a closure per connection: an open tunnel would keep it)
+  function onClientClose (this: Socket): void {
+    clients.delete(this)
+    if (clients.size === 0) onIdle?.()
+  }
   server.on('connection', (socket: Socket) => {
     clients.set(socket, describeClient(socket))
     counters.accepted()
-    socket.once('close', () => {
-      clients.delete(socket)
-      if (clients.size === 0) onIdle?.()
-    })
+    socket.on('close', onClientClose)
   })
   // At the bound a connection is closed at accept, without a byte read. A client retrying in a loop
   // must not turn that into a log line per attempt: the first drop is logged at once, later ones as

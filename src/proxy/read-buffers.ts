@@ -139,10 +139,15 @@ const EMPTY = Buffer.alloc(0)
 
 const sides = new WeakMap<Socket, ReadSide>()
 
+/** 'close' of every socket with a read side: one function for all (not a closure per socket) */
+function releaseSide (this: Socket): void {
+  sides.get(this)?.release()
+}
+
 function track (socket: Socket, side: ReadSide): void {
   side.socket = socket
   sides.set(socket, side)
-  socket.once('close', () => { side.release() })
+  socket.on('close', releaseSide)
 }
 
 /** The ReadSide of a socket made by connectOwned/adoptAccepted; undefined for any other socket. */
