@@ -1,5 +1,6 @@
 import t from 'tap'
 import net from 'node:net'
+import http from 'node:http'
 import type { Socket } from 'node:net'
 import { once } from 'node:events'
 import { createHash } from 'node:crypto'
@@ -310,4 +311,44 @@ t.test('relay-owned buffers: a relay that ends while a side holds a large buffer
   t.equal((await h.result).outcome, 'aborted')
   await until(() => largeReadsInUse() === 0, 'the large buffer back in the budget')
   t.equal(largeReadsInUse(), 0)
+})
+
+t.test('the socket of an http.Server connect event is adopted in place: one socket, counted by the server, read through its read side', async t => {
+  const dest = net.createServer({ allowHalfOpen: true }, s => { s.pipe(s) })
+  dest.listen(0, '127.0.0.1')
+  await once(dest, 'listening')
+  t.teardown(() => { dest.close() })
+  const server = http.createServer()
+  const seen: Array<{ same: boolean, side: boolean }> = []
+  server.on('connect', (_req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+    const a = adoptAccepted(socket)
+    seen.push({ same: a === socket, side: readSideOf(a) !== undefined })
+    const b = connectOwned({ port: (dest.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+    b.once('connect', () => {
+      a.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length > 0) b.write(head)
+      void pipe(a, b)
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => { server.close() })
+  const connections = (): Promise<number> => new Promise((resolve, reject) => { server.getConnections((err, n) => { if (err !== null) reject(err); else resolve(n) }) })
+
+  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true })
+  t.teardown(() => { client.destroy() })
+  const got = readAll(client)
+  // the bytes after the request head arrive with it: they are the event's head, relayed first
+  client.write('CONNECT echo.example:7 HTTP/1.1\r\nHost: echo.example:7\r\n\r\nfirst ')
+  await until(() => seen.length === 1, 'the connect event')
+  t.same(seen, [{ same: true, side: true }], 'the accepted socket itself, with a read side')
+  client.write('second')
+  await until(() => client.bytesRead >= 'HTTP/1.1 200 Connection Established\r\n\r\nfirst second'.length, 'the echo')
+  t.equal(await connections(), 1, 'the server counts the tunnel as its connection')
+  client.end()
+  t.equal((await got).toString(), 'HTTP/1.1 200 Connection Established\r\n\r\nfirst second', 'both ways, in order, then the FIN')
+  await until(() => client.destroyed || client.readableEnded, 'the end')
+  let n = 1
+  await until(() => { void connections().then(x => { n = x }); return n === 0 }, 'the server to count it closed')
+  t.equal(n, 0)
 })
