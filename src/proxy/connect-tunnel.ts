@@ -190,7 +190,7 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
     client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
     // This function ends here: what it set up (its closures, the request's `head` and the buffer that holds it)
     // is not kept for the tunnel's life, only what the tunnel's end is reported with.
-    startTunnel(ctx, client, upstream, head, { target: formatTarget(target), address: guard.address.address, startedAt })
+    startTunnel(ctx, client, upstream, head, { target, address: guard.address, startedAt })
   })().catch((err: unknown) => {
     // A bug, not a client behaviour: log it, drop the connection, keep serving.
     log.error({ err }, 'CONNECT handler failed')
@@ -199,10 +199,10 @@ export function handleConnect (ctx: TunnelContext, req: IncomingMessage, client:
   })
 }
 
-/** What a tunnel's end is logged with. */
+/** What a tunnel's end is logged with (formatted only when it is). */
 interface TunnelInfo {
-  readonly target: string
-  readonly address: string
+  readonly target: RequestTarget
+  readonly address: IpAddress
   readonly startedAt: number
 }
 
@@ -216,7 +216,7 @@ function startTunnel (ctx: TunnelContext, client: Socket, upstream: Socket, head
     const log = ctx.logger
     // built only when written: this runs once per tunnel
     if (log.isLevelEnabled('debug')) log.debug({
-      client: client.remoteAddress, clientPort: client.remotePort, target: info.target, address: info.address,
+      client: client.remoteAddress, clientPort: client.remotePort, target: formatTarget(info.target), address: info.address.address,
       upstreamBytes: result.up + headBytes, downstreamBytes: result.down,
       durationMs: Math.round(performance.now() - info.startedAt), outcome, err: result.error
     }, 'tunnel closed')
