@@ -114,7 +114,6 @@ export function startNetlinkEvents (opts: NetlinkEventsOptions): NetlinkEvents {
   }
 }
 
-
 /**
  * linux/rtnetlink.h: the groups of what the reconciler keeps true. Links (a macvlan deleted or set down),
  * addresses, routes and policy rules, both families. Sysctls send no events: the reconciler reads those itself.
